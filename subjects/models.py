@@ -1,0 +1,232 @@
+"""Subjects, relationships and the types that describe them.
+
+Types are data, not code: operators create subject types and relationship types
+with JSON Schemas for their attributes. Scopes (business lines, brands, regions)
+are ordinary organisation subjects whose type carries a ``scope_role``; every
+subject points at the scope subjects it belongs to.
+"""
+
+from __future__ import annotations
+
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+
+from .querysets import SubjectQuerySet
+
+code_validator = RegexValidator(
+    r"^[a-z][a-z0-9_]*$",
+    "Use lower-case letters, digits and underscores, starting with a letter.",
+)
+
+
+class SubjectCategory(models.TextChoices):
+    CUSTOMER = "customer", "Customer"
+    STAFF = "staff", "Staff"
+    ORGANIZATION = "organization", "Organization"
+    CONTENT = "content", "Content"
+    RELATIONSHIP = "relationship", "Relationship"
+
+
+class ScopeRole(models.TextChoices):
+    """Which scope dimension the subjects of an organisation type stand for."""
+
+    NONE = "", "Not a scope"
+    BUSINESS_LINE = "business_line", "Business line"
+    BRAND = "brand", "Brand"
+    REGION = "region", "Region"
+
+
+class SubjectType(models.Model):
+    code = models.CharField(max_length=64, unique=True, validators=[code_validator])
+    name = models.CharField(max_length=200)
+    category = models.CharField(max_length=20, choices=SubjectCategory.choices)
+    description = models.TextField(blank=True)
+    attribute_schema = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="JSON Schema that every subject's attributes must satisfy.",
+    )
+    scope_role = models.CharField(max_length=20, choices=ScopeRole.choices, default="", blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(scope_role="") | Q(category="organization"),
+                name="subject_type_scope_is_organization",
+                violation_error_message="Only organization subject types can be scopes.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Subject(models.Model):
+    """Anything that carries tags: a member, a doctor, a clinic, a brand, a relationship.
+
+    Ids are dense integers so that sets of subjects can later be bitmaps.
+    ``(subject_type, source, external_id)`` identifies a subject for idempotent upserts.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    subject_type = models.ForeignKey(SubjectType, on_delete=models.PROTECT, related_name="subjects")
+    display_name = models.CharField(max_length=255, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    business_line = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    brand = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    region = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="children",
+        help_text="Parent scope subject: the region hierarchy (country → province → city).",
+    )
+    source = models.CharField(max_length=64)
+    external_id = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = SubjectQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subject_type", "source", "external_id"],
+                name="subject_unique_external_key",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["subject_type", "id"], name="subject_type_id_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name or f"{self.source}:{self.external_id}"
+
+
+class Cardinality(models.TextChoices):
+    ONE_TO_ONE = "1:1", "one to one"
+    ONE_TO_MANY = "1:n", "one to many"
+    MANY_TO_ONE = "n:1", "many to one"
+    MANY_TO_MANY = "n:m", "many to many"
+
+    @classmethod
+    def from_is_unique(cls, value: str) -> bool:
+        """Whether a 'from' subject may hold at most one open relationship of the type."""
+        return value in (cls.ONE_TO_ONE, cls.MANY_TO_ONE)
+
+    @classmethod
+    def to_is_unique(cls, value: str) -> bool:
+        """Whether a 'to' subject may hold at most one open relationship of the type."""
+        return value in (cls.ONE_TO_ONE, cls.ONE_TO_MANY)
+
+
+class RelationshipType(models.Model):
+    code = models.CharField(max_length=64, unique=True, validators=[code_validator])
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    from_type = models.ForeignKey(
+        SubjectType,
+        on_delete=models.PROTECT,
+        related_name="outgoing_relationship_types",
+    )
+    to_type = models.ForeignKey(
+        SubjectType,
+        on_delete=models.PROTECT,
+        related_name="incoming_relationship_types",
+    )
+    cardinality = models.CharField(max_length=3, choices=Cardinality.choices, default=Cardinality.MANY_TO_MANY)
+    taggable = models.BooleanField(
+        default=False,
+        help_text="Each relationship of this type is also a subject that can carry tags.",
+    )
+    subject_type = models.OneToOneField(
+        SubjectType,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="relationship_type",
+        help_text="The subject type of this type's relationship subjects (taggable types only).",
+    )
+    attribute_schema = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Relationship(models.Model):
+    """A directed, optionally time-bounded link between two subjects.
+
+    ``from_slot`` / ``to_slot`` carry the end's subject id while the relationship is
+    open (no ``valid_to``) and its type limits that end to one relationship; unique
+    constraints on them enforce cardinality inside PostgreSQL, race-free.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    relationship_type = models.ForeignKey(RelationshipType, on_delete=models.PROTECT, related_name="relationships")
+    from_subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="outgoing", db_index=False)
+    to_subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="incoming", db_index=False)
+    weight = models.FloatField(default=1.0)
+    valid_from = models.DateTimeField(null=True, blank=True)
+    valid_to = models.DateTimeField(null=True, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=64)
+    external_id = models.CharField(max_length=128)
+    subject = models.OneToOneField(
+        Subject,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="as_relationship",
+        help_text="The relationship's own subject, for taggable relationship types.",
+    )
+    from_slot = models.BigIntegerField(null=True, blank=True, editable=False)
+    to_slot = models.BigIntegerField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["relationship_type", "source", "external_id"],
+                name="relationship_unique_external_key",
+            ),
+            models.UniqueConstraint(
+                fields=["relationship_type", "from_slot"],
+                name="relationship_from_cardinality",
+                deferrable=models.Deferrable.DEFERRED,
+            ),
+            models.UniqueConstraint(
+                fields=["relationship_type", "to_slot"],
+                name="relationship_to_cardinality",
+                deferrable=models.Deferrable.DEFERRED,
+            ),
+            models.CheckConstraint(
+                condition=Q(valid_to__isnull=True)
+                | Q(valid_from__isnull=True)
+                | Q(valid_to__gte=models.F("valid_from")),
+                name="relationship_valid_period",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["from_subject", "relationship_type"],
+                name="relationship_from_idx",
+            ),
+            models.Index(fields=["to_subject", "relationship_type"], name="relationship_to_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.relationship_type_id}: {self.from_subject_id} → {self.to_subject_id}"

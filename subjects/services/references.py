@@ -1,0 +1,84 @@
+"""Resolving references to subjects given in batch items.
+
+An item may name another subject by id (``17``) or by its external key
+(``{"source": "crm", "external_id": "B1", "type": "brand"}``; ``type`` optional
+when the field implies the kind of subject). Lookups are one query per batch for
+ids and one per distinct set of keys, never one per item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db import connection
+
+from ..models import Subject
+from .recordset import recordset_param, recordset_sql
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    source: str
+    external_id: str
+    type_code: str | None = None
+
+
+Ref = int | KeyRef
+
+
+def parse_ref(value: object) -> tuple[Ref | None, str | None]:
+    """``(ref, error)`` for a raw item value."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool):
+        return None, "must be a subject id or an object with source and external_id"
+    if isinstance(value, int):
+        return value, None
+    if isinstance(value, dict):
+        source, external_id = value.get("source"), value.get("external_id")
+        type_code = value.get("type")
+        if not isinstance(source, str) or not source or not isinstance(external_id, str) or not external_id:
+            return (
+                None,
+                "a reference by key needs non-empty 'source' and 'external_id' strings",
+            )
+        if type_code is not None and not isinstance(type_code, str):
+            return None, "'type' must be a subject type code"
+        return KeyRef(source, external_id, type_code), None
+    return None, "must be a subject id or an object with source and external_id"
+
+
+@dataclass(frozen=True)
+class FoundSubject:
+    id: int
+    subject_type_id: int
+    type_code: str
+    scope_role: str
+
+
+def subjects_by_id(ids: Iterable[int]) -> dict[int, FoundSubject]:
+    rows = Subject.objects.filter(id__in=set(ids)).values_list(
+        "id", "subject_type_id", "subject_type__code", "subject_type__scope_role"
+    )
+    return {row[0]: FoundSubject(*row) for row in rows}
+
+
+def subjects_by_key(
+    keys: Iterable[tuple[int, str, str]],
+) -> dict[tuple[int, str, str], int]:
+    """Ids of the subjects with the given ``(subject_type_id, source, external_id)`` keys.
+
+    One statement joining the keys (sent as one JSON parameter) to the unique index.
+    """
+    rows = [{"t": t, "s": s, "e": e} for t, s, e in set(keys)]
+    if not rows:
+        return {}
+    source = recordset_sql(connection, [("t", "bigint"), ("s", "text"), ("e", "text")])
+    sql = (
+        f"SELECT r.t, r.s, r.e, x.id FROM {source} JOIN subjects_subject x"
+        " ON x.subject_type_id = r.t AND x.source = r.s AND x.external_id = r.e"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [recordset_param(rows)])
+        return {(t, s, e): id_ for t, s, e, id_ in cursor.fetchall()}

@@ -1,0 +1,395 @@
+"""Bulk upsert of relationships, validated as a whole, written set-based.
+
+Checks per item: the relationship type, both ends (by id or external key) and
+that they are of the type's from/to subject types, weight, validity period,
+attributes against the type's schema, and cardinality against the batch and the
+stored relationships. Taggable types get one relationship subject per
+relationship, upserted in the same transaction, so tags need no special case.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from audit.services import domain_event_record
+from common.errors import ConflictError, ItemError, ServiceError
+
+from ..models import Cardinality, RelationshipType
+from ..schemas import attribute_error, validator_for
+from .recordset import db_datetime, guarded_upsert, recordset_param, recordset_sql
+from .references import KeyRef, parse_ref, subjects_by_id, subjects_by_key
+from .subject_bulk import BulkResult, ItemResult, upsert_subject_rows
+
+ITEM_FIELDS = {
+    "type",
+    "from",
+    "to",
+    "source",
+    "external_id",
+    "weight",
+    "valid_from",
+    "valid_to",
+    "attributes",
+}
+COLUMNS = [
+    ("relationship_type_id", "bigint"),
+    ("source", "text"),
+    ("external_id", "text"),
+    ("from_subject_id", "bigint"),
+    ("to_subject_id", "bigint"),
+    ("weight", "double precision"),
+    ("valid_from", "timestamptz"),
+    ("valid_to", "timestamptz"),
+    ("attributes", "jsonb"),
+    ("subject_id", "bigint"),
+    ("from_slot", "bigint"),
+    ("to_slot", "bigint"),
+]
+KEY = ("relationship_type_id", "source", "external_id")
+
+
+@dataclass
+class _Item:
+    index: int
+    rtype: RelationshipType
+    source: str
+    external_id: str
+    ends: dict[str, int | KeyRef]
+    weight: float
+    valid_from: datetime | None
+    valid_to: datetime | None
+    attributes: dict
+    ids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[int, str, str]:
+        return (self.rtype.id, self.source, self.external_id)
+
+    def slot(self, end: str) -> int | None:
+        unique = Cardinality.from_is_unique if end == "from" else Cardinality.to_is_unique
+        return self.ids[end] if unique(self.rtype.cardinality) and self.valid_to is None else None
+
+
+def relationship_bulk_upsert(
+    *,
+    actor,
+    items: Sequence[Mapping],
+    max_items: int | None = None,
+    action: str = "relationships.bulk_upserted",
+) -> BulkResult:
+    """Create or update relationships by ``(type, source, external_id)``; all or nothing."""
+    if max_items is not None and len(items) > max_items:
+        raise ServiceError.single(
+            "items",
+            f"A batch holds at most {max_items} items; got {len(items)}.",
+            "too_many",
+        )
+    errors: list[ItemError] = []
+    parsed = _parse(items, errors)
+    if not errors:
+        _resolve_ends(parsed, errors)
+    if not errors:
+        _check_cardinality(parsed, errors)
+    if errors:
+        raise ServiceError(
+            f"{len({e.index for e in errors})} of {len(items)} items are invalid.",
+            errors,
+        )
+    try:
+        with transaction.atomic():
+            results = _write(parsed)
+            counts = {s: sum(1 for r in results if r.status == s) for s in ("created", "updated", "unchanged")}
+            written = sorted(r.id for r in results if r.status != "unchanged")
+            event = domain_event_record(
+                actor=actor,
+                action=action,
+                object_type="subjects.relationship",
+                row_count=len(written),
+                summary={**counts, "ids": written},
+            )
+    except IntegrityError as exc:
+        raise ConflictError(
+            "A concurrent write took a relationship slot this batch needs (cardinality); nothing was written.",
+            [ItemError(None, "items", str(exc).splitlines()[0], "conflict")],
+            code="conflict",
+        ) from exc
+    results.sort(key=lambda r: r.index)
+    return BulkResult(results=results, correlation_id=event.correlation_id, counts=counts)
+
+
+def _parse(items: Sequence[Mapping], errors: list[ItemError]) -> list[_Item]:
+    codes = {i.get("type") for i in items if isinstance(i, Mapping) and isinstance(i.get("type"), str)}
+    types = {t.code: t for t in RelationshipType.objects.filter(code__in=codes).select_related("from_type", "to_type")}
+    validators = {code: validator_for(t.attribute_schema) for code, t in types.items()}
+    parsed, seen = [], {}
+    for index, raw in enumerate(items):
+        item = _parse_item(index, raw, types, validators, errors)
+        if item is None:
+            continue
+        first = seen.setdefault(item.key, index)
+        if first != index:
+            errors.append(
+                ItemError(
+                    index,
+                    "external_id",
+                    f"Duplicate of item {first} (same type, source and external_id).",
+                    "duplicate",
+                )
+            )
+            continue
+        parsed.append(item)
+    return parsed
+
+
+def _parse_item(index, raw, types, validators, errors) -> _Item | None:
+    if not isinstance(raw, Mapping):
+        errors.append(ItemError(index, "", "Each item must be a JSON object."))
+        return None
+    before = len(errors)
+    for name in sorted(set(raw) - ITEM_FIELDS):
+        errors.append(ItemError(index, name, "Unknown field.", "unknown_field"))
+    rtype = types.get(raw.get("type")) if isinstance(raw.get("type"), str) else None
+    if rtype is None:
+        errors.append(
+            ItemError(
+                index,
+                "type",
+                f"Unknown relationship type {raw.get('type')!r}.",
+                "unknown_type",
+            )
+        )
+    key = {}
+    for name, limit in (("source", 64), ("external_id", 128)):
+        value = raw.get(name)
+        if not isinstance(value, str) or not value.strip():
+            errors.append(
+                ItemError(
+                    index,
+                    name,
+                    "This field is required and must be a non-empty string.",
+                    "required",
+                )
+            )
+        elif len(value) > limit:
+            errors.append(ItemError(index, name, f"At most {limit} characters.", "max_length"))
+        else:
+            key[name] = value
+    ends = {}
+    for end in ("from", "to"):
+        ref, problem = parse_ref(raw.get(end))
+        if problem or ref is None:
+            errors.append(
+                ItemError(
+                    index,
+                    end,
+                    problem or "This field is required.",
+                    "required" if not problem else "invalid",
+                )
+            )
+        else:
+            ends[end] = ref
+    weight = raw.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+        errors.append(ItemError(index, "weight", "Must be a finite number."))
+    period = {name: _parse_moment(index, name, raw.get(name), errors) for name in ("valid_from", "valid_to")}
+    if period["valid_from"] and period["valid_to"] and period["valid_to"] < period["valid_from"]:
+        errors.append(ItemError(index, "valid_to", "Must not be before valid_from.", "invalid_period"))
+    attributes = raw.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        errors.append(ItemError(index, "attributes", "Must be a JSON object."))
+    elif rtype is not None and (problem := attribute_error(validators[rtype.code], attributes)):
+        errors.append(ItemError(index, problem[0], problem[1], "schema"))
+    if len(errors) > before:
+        return None
+    return _Item(
+        index,
+        rtype,
+        key["source"],
+        key["external_id"],
+        ends,
+        float(weight),
+        period["valid_from"],
+        period["valid_to"],
+        attributes,
+    )
+
+
+def _parse_moment(index: int, name: str, value: object, errors: list[ItemError]) -> datetime | None:
+    if value is None:
+        return None
+    moment = None
+    if isinstance(value, str):
+        moment = parse_datetime(value)
+        if moment is None and (day := parse_date(value)) is not None:
+            moment = datetime(day.year, day.month, day.day)
+    if moment is None:
+        errors.append(ItemError(index, name, "Must be an ISO 8601 date or date-time.", "invalid_date"))
+        return None
+    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+
+
+def _expected_type(item: _Item, end: str):
+    return item.rtype.from_type if end == "from" else item.rtype.to_type
+
+
+def _resolve_ends(items: list[_Item], errors: list[ItemError]) -> None:
+    by_id = subjects_by_id(ref for item in items for ref in item.ends.values() if isinstance(ref, int))
+    keys = {
+        (_expected_type(item, end).id, ref.source, ref.external_id)
+        for item in items
+        for end, ref in item.ends.items()
+        if isinstance(ref, KeyRef)
+    }
+    by_key = subjects_by_key(keys)
+    for item in items:
+        for end, ref in item.ends.items():
+            expected = _expected_type(item, end)
+            if isinstance(ref, int):
+                found = by_id.get(ref)
+                if found is None:
+                    errors.append(ItemError(item.index, end, f"No subject with id {ref}.", "not_found"))
+                elif found.subject_type_id != expected.id:
+                    errors.append(
+                        ItemError(
+                            item.index,
+                            end,
+                            f"Subject {ref} is a {found.type_code}; {item.rtype.code} needs a {expected.code}.",
+                            "wrong_type",
+                        )
+                    )
+                else:
+                    item.ids[end] = ref
+            elif ref.type_code not in (None, expected.code):
+                errors.append(
+                    ItemError(
+                        item.index,
+                        end,
+                        f"{item.rtype.code} needs a {expected.code}, not a {ref.type_code}.",
+                        "wrong_type",
+                    )
+                )
+            elif (found_id := by_key.get((expected.id, ref.source, ref.external_id))) is None:
+                errors.append(
+                    ItemError(
+                        item.index,
+                        end,
+                        f"No {expected.code} with source {ref.source!r} and external_id {ref.external_id!r}.",
+                        "not_found",
+                    )
+                )
+            else:
+                item.ids[end] = found_id
+
+
+def _check_cardinality(items: list[_Item], errors: list[ItemError]) -> None:
+    """At most one open relationship per limited end: within the batch and against storage."""
+    batch_keys = {item.key for item in items}
+    for end in ("from", "to"):
+        claimed: dict[tuple[int, int], int] = {}
+        for item in items:
+            slot = item.slot(end)
+            if slot is None:
+                continue
+            first = claimed.setdefault((item.rtype.id, slot), item.index)
+            if first != item.index:
+                errors.append(
+                    ItemError(
+                        item.index,
+                        end,
+                        f"Subject {slot} can have only one open {item.rtype.code} relationship ({item.rtype.cardinality}); item {first} claims it too.",
+                        "cardinality",
+                    )
+                )
+        for (type_id, slot), holder in _stored_slot_holders(end, claimed).items():
+            if holder[1:] not in [k[1:] for k in batch_keys if k[0] == type_id]:
+                index = claimed[(type_id, slot)]
+                code = next(i.rtype for i in items if i.index == index)
+                errors.append(
+                    ItemError(
+                        index,
+                        end,
+                        f"Subject {slot} already has an open {code.code} relationship ({code.cardinality}): relationship {holder[0]}. End it first.",
+                        "cardinality",
+                    )
+                )
+
+
+def _stored_slot_holders(end: str, claimed: dict[tuple[int, int], int]) -> dict[tuple[int, int], tuple[int, str, str]]:
+    if not claimed:
+        return {}
+    column = f"{end}_slot"
+    rows = [{"t": t, "s": s} for t, s in claimed]
+    sql = (
+        f"SELECT r.t, r.s, x.id, x.source, x.external_id FROM {recordset_sql(connection, [('t', 'bigint'), ('s', 'bigint')])}"
+        f" JOIN subjects_relationship x ON x.relationship_type_id = r.t AND x.{column} = r.s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [recordset_param(rows)])
+        return {(t, s): (id_, source, ext) for t, s, id_, source, ext in cursor.fetchall()}
+
+
+def _write(items: list[_Item]) -> list[ItemResult]:
+    subject_ids = _relationship_subjects([i for i in items if i.rtype.taggable])
+    rows = [
+        {
+            "relationship_type_id": item.rtype.id,
+            "source": item.source,
+            "external_id": item.external_id,
+            "from_subject_id": item.ids["from"],
+            "to_subject_id": item.ids["to"],
+            "weight": item.weight,
+            "valid_from": db_datetime(connection, item.valid_from),
+            "valid_to": db_datetime(connection, item.valid_to),
+            "attributes": item.attributes,
+            "subject_id": subject_ids.get(item.key),
+            "from_slot": item.slot("from"),
+            "to_slot": item.slot("to"),
+        }
+        for item in items
+    ]
+    written = guarded_upsert(
+        connection,
+        table="subjects_relationship",
+        columns=COLUMNS,
+        key=KEY,
+        rows=rows,
+        now=timezone.now(),
+    )
+    return [ItemResult(item.index, id_, status) for item, (id_, status) in zip(items, written, strict=True)]
+
+
+def _relationship_subjects(items: list[_Item]) -> dict[tuple[int, str, str], int]:
+    """Upsert the subjects of taggable relationships; they take the scope of the 'from' end."""
+    if not items:
+        return {}
+    from ..models import Subject
+
+    scopes = {
+        row[0]: row[1:]
+        for row in Subject.objects.filter(id__in={i.ids["from"] for i in items}).values_list(
+            "id", "business_line_id", "brand_id", "region_id"
+        )
+    }
+    rows = [
+        {
+            "subject_type_id": item.rtype.subject_type_id,
+            "source": item.source,
+            "external_id": item.external_id,
+            "display_name": f"{item.rtype.name} {item.external_id}"[:255],
+            "attributes": {},
+            "business_line_id": scopes[item.ids["from"]][0],
+            "brand_id": scopes[item.ids["from"]][1],
+            "region_id": scopes[item.ids["from"]][2],
+            "parent_id": None,
+        }
+        for item in items
+    ]
+    results = upsert_subject_rows(rows)
+    return {item.key: result.id for item, result in zip(items, results, strict=True)}

@@ -1,0 +1,382 @@
+"""Bulk upsert of subjects: validate the whole batch, then write it set-based.
+
+Every item is checked first (type, key, attributes against the type's schema,
+scope references) and any error rejects the batch with the list of failing
+items and fields. The write is one guarded ``INSERT … ON CONFLICT DO UPDATE …
+WHERE … IS DISTINCT FROM …`` per dependency wave, so unchanged rows are not
+rewritten, and one domain event records the operation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from audit.services import domain_event_record
+from common.errors import ItemError, ServiceError
+
+from ..models import ScopeRole, SubjectType
+from ..schemas import attribute_error, validator_for
+from .recordset import guarded_upsert
+from .references import KeyRef, Ref, parse_ref, subjects_by_id, subjects_by_key
+
+SCOPE_FIELDS = ("business_line", "brand", "region")
+REF_FIELDS = (*SCOPE_FIELDS, "parent")
+ITEM_FIELDS = {
+    "type",
+    "source",
+    "external_id",
+    "display_name",
+    "attributes",
+    *REF_FIELDS,
+}
+MAX_KEY = {"source": 64, "external_id": 128}
+
+
+@dataclass
+class ItemResult:
+    index: int
+    id: int
+    status: str  # created | updated | unchanged
+
+
+@dataclass
+class BulkResult:
+    results: list[ItemResult]
+    correlation_id: uuid.UUID
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Item:
+    index: int
+    subject_type: SubjectType
+    source: str
+    external_id: str
+    display_name: str
+    attributes: dict
+    refs: dict[str, Ref | None]
+    ids: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[int, str, str]:
+        return (self.subject_type.id, self.source, self.external_id)
+
+
+def subject_bulk_upsert(
+    *,
+    actor,
+    items: Sequence[Mapping],
+    max_items: int | None = None,
+    action: str = "subjects.bulk_upserted",
+) -> BulkResult:
+    """Create or update subjects by ``(type, source, external_id)``; all or nothing."""
+    if max_items is not None and len(items) > max_items:
+        raise ServiceError.single(
+            "items",
+            f"A batch holds at most {max_items} items; got {len(items)}.",
+            "too_many",
+        )
+    errors: list[ItemError] = []
+    parsed = _parse(items, errors)
+    if not errors:
+        _resolve_refs(parsed, errors)
+    if errors:
+        raise ServiceError(
+            f"{len({e.index for e in errors})} of {len(items)} items are invalid.",
+            errors,
+        )
+    waves = _waves(parsed, errors)
+    if errors:
+        raise ServiceError("References between items of the batch form a cycle.", errors)
+    with transaction.atomic():
+        results = _write_waves(waves)
+        counts = _count(results)
+        written = sorted(r.id for r in results if r.status != "unchanged")
+        event = domain_event_record(
+            actor=actor,
+            action=action,
+            object_type="subjects.subject",
+            row_count=len(written),
+            summary={**counts, "ids": written},
+        )
+    results.sort(key=lambda r: r.index)
+    return BulkResult(results=results, correlation_id=event.correlation_id, counts=counts)
+
+
+def _count(results: list[ItemResult]) -> dict[str, int]:
+    counts = {"created": 0, "updated": 0, "unchanged": 0}
+    for result in results:
+        counts[result.status] += 1
+    return counts
+
+
+def _parse(items: Sequence[Mapping], errors: list[ItemError]) -> list[_Item]:
+    codes = {item.get("type") for item in items if isinstance(item, Mapping)}
+    types = {t.code: t for t in SubjectType.objects.filter(code__in=[c for c in codes if isinstance(c, str)])}
+    validators = {code: validator_for(t.attribute_schema) for code, t in types.items()}
+    parsed: list[_Item] = []
+    seen: dict[tuple[int, str, str], int] = {}
+    for index, raw in enumerate(items):
+        item = _parse_item(index, raw, types, validators, errors)
+        if item is None:
+            continue
+        first = seen.setdefault(item.key, index)
+        if first != index:
+            errors.append(
+                ItemError(
+                    index,
+                    "external_id",
+                    f"Duplicate of item {first} (same type, source and external_id).",
+                    "duplicate",
+                )
+            )
+            continue
+        parsed.append(item)
+    return parsed
+
+
+def _parse_item(index, raw, types, validators, errors) -> _Item | None:
+    if not isinstance(raw, Mapping):
+        errors.append(ItemError(index, "", "Each item must be a JSON object."))
+        return None
+    before = len(errors)
+    unknown = set(raw) - ITEM_FIELDS
+    for name in sorted(unknown):
+        errors.append(ItemError(index, name, "Unknown field.", "unknown_field"))
+    code = raw.get("type")
+    subject_type = types.get(code) if isinstance(code, str) else None
+    if subject_type is None:
+        errors.append(ItemError(index, "type", f"Unknown subject type {code!r}.", "unknown_type"))
+    key = {}
+    for name, limit in MAX_KEY.items():
+        value = raw.get(name)
+        if not isinstance(value, str) or not value.strip():
+            errors.append(
+                ItemError(
+                    index,
+                    name,
+                    "This field is required and must be a non-empty string.",
+                    "required",
+                )
+            )
+        elif len(value) > limit:
+            errors.append(ItemError(index, name, f"At most {limit} characters.", "max_length"))
+        else:
+            key[name] = value
+    display_name = raw.get("display_name", "")
+    if not isinstance(display_name, str) or len(display_name) > 255:
+        errors.append(ItemError(index, "display_name", "Must be a string of at most 255 characters."))
+    attributes = raw.get("attributes", {})
+    if attributes is None:
+        attributes = {}
+    if not isinstance(attributes, dict):
+        errors.append(ItemError(index, "attributes", "Must be a JSON object."))
+    elif subject_type is not None:
+        problem = attribute_error(validators[subject_type.code], attributes)
+        if problem:
+            errors.append(ItemError(index, problem[0], problem[1], "schema"))
+    refs: dict[str, Ref | None] = {}
+    for name in REF_FIELDS:
+        ref, problem = parse_ref(raw.get(name))
+        if problem:
+            errors.append(ItemError(index, name, problem))
+        refs[name] = ref
+    if refs["parent"] is not None and subject_type is not None and not subject_type.scope_role:
+        errors.append(
+            ItemError(
+                index,
+                "parent",
+                "Only scope subjects (business lines, brands, regions) have a parent.",
+            )
+        )
+    if len(errors) > before:
+        return None
+    return _Item(
+        index,
+        subject_type,
+        key["source"],
+        key["external_id"],
+        display_name,
+        attributes,
+        refs,
+    )
+
+
+def _expected_role(item: _Item, name: str) -> str:
+    return item.subject_type.scope_role if name == "parent" else name
+
+
+def _resolve_refs(items: list[_Item], errors: list[ItemError]) -> None:
+    """Turn every reference into an id, or note it as pointing at an item of this batch."""
+    id_refs = {ref for item in items for ref in item.refs.values() if isinstance(ref, int)}
+    by_id = subjects_by_id(id_refs)
+    role_types: dict[str, list[SubjectType]] = {}
+    for subject_type in SubjectType.objects.exclude(scope_role=""):
+        role_types.setdefault(subject_type.scope_role, []).append(subject_type)
+    candidates = {
+        (item.index, name): _candidate_keys(ref, role_types.get(_expected_role(item, name), []))
+        for item in items
+        for name, ref in item.refs.items()
+        if isinstance(ref, KeyRef)
+    }
+    in_db = subjects_by_key(key for keys in candidates.values() for key in keys)
+    in_batch = {item.key for item in items}
+    for item in items:
+        for name, ref in item.refs.items():
+            role = _expected_role(item, name)
+            if ref is None:
+                item.ids[name] = None
+            elif isinstance(ref, int):
+                found = by_id.get(ref)
+                if found is None:
+                    errors.append(ItemError(item.index, name, f"No subject with id {ref}.", "not_found"))
+                elif found.scope_role != role:
+                    errors.append(
+                        ItemError(
+                            item.index,
+                            name,
+                            f"Subject {ref} is a {found.type_code}, not a {ScopeRole(role).label.lower()}.",
+                            "wrong_type",
+                        )
+                    )
+                else:
+                    item.ids[name] = ref
+            else:
+                _resolve_key(
+                    item,
+                    name,
+                    ref,
+                    candidates[(item.index, name)],
+                    in_db,
+                    in_batch,
+                    errors,
+                )
+
+
+def _candidate_keys(ref: KeyRef, types: list[SubjectType]) -> list[tuple[int, str, str]]:
+    return [(t.id, ref.source, ref.external_id) for t in types if ref.type_code in (None, t.code)]
+
+
+def _resolve_key(item, name, ref, keys, in_db, in_batch, errors) -> None:
+    matches = [k for k in keys if k in in_batch or k in in_db]
+    if not matches:
+        role = ScopeRole(_expected_role(item, name)).label.lower()
+        errors.append(
+            ItemError(
+                item.index,
+                name,
+                f"No {role} with source {ref.source!r} and external_id {ref.external_id!r}.",
+                "not_found",
+            )
+        )
+    elif len(matches) > 1:
+        errors.append(
+            ItemError(
+                item.index,
+                name,
+                "The key matches subjects of several types; give 'type'.",
+                "ambiguous",
+            )
+        )
+    elif matches[0] in in_batch:
+        item.refs[name] = matches[0]  # resolved after the referenced item is written
+        item.ids[name] = None
+    else:
+        item.ids[name] = in_db[matches[0]]
+
+
+def _waves(items: list[_Item], errors: list[ItemError]) -> list[list[_Item]]:
+    """Order items so that an item is written after the batch items it references."""
+    by_key = {item.key: item for item in items}
+    depth: dict[tuple, int] = {}
+    visiting: set[tuple] = set()
+
+    def level(item: _Item) -> int:
+        if item.key in depth:
+            return depth[item.key]
+        if item.key in visiting:
+            raise RecursionError
+        visiting.add(item.key)
+        deps = [by_key[ref] for ref in item.refs.values() if isinstance(ref, tuple)]
+        value = 1 + max((level(dep) for dep in deps), default=-1)
+        visiting.discard(item.key)
+        depth[item.key] = value
+        return value
+
+    waves: dict[int, list[_Item]] = {}
+    for item in items:
+        try:
+            waves.setdefault(level(item), []).append(item)
+        except RecursionError:
+            errors.append(
+                ItemError(
+                    item.index,
+                    "parent",
+                    "References between items form a cycle.",
+                    "cycle",
+                )
+            )
+            visiting.clear()
+    return [waves[k] for k in sorted(waves)]
+
+
+COLUMNS = [
+    ("subject_type_id", "bigint"),
+    ("source", "text"),
+    ("external_id", "text"),
+    ("display_name", "text"),
+    ("attributes", "jsonb"),
+    ("business_line_id", "bigint"),
+    ("brand_id", "bigint"),
+    ("region_id", "bigint"),
+    ("parent_id", "bigint"),
+]
+KEY = ("subject_type_id", "source", "external_id")
+
+
+def _write_waves(waves: list[list[_Item]]) -> list[ItemResult]:
+    written: dict[tuple[int, str, str], int] = {}
+    results: list[ItemResult] = []
+    for wave in waves:
+        for item in wave:
+            for name, ref in item.refs.items():
+                if isinstance(ref, tuple):
+                    item.ids[name] = written[ref]
+        rows = [_row(item) for item in wave]
+        for result, item in zip(upsert_subject_rows(rows), wave, strict=True):
+            result.index = item.index
+            written[item.key] = result.id
+            results.append(result)
+    return results
+
+
+def _row(item: _Item) -> dict:
+    return {
+        "subject_type_id": item.subject_type.id,
+        "source": item.source,
+        "external_id": item.external_id,
+        "display_name": item.display_name,
+        "attributes": item.attributes,
+        "business_line_id": item.ids.get("business_line"),
+        "brand_id": item.ids.get("brand"),
+        "region_id": item.ids.get("region"),
+        "parent_id": item.ids.get("parent"),
+    }
+
+
+def upsert_subject_rows(rows: list[dict]) -> list[ItemResult]:
+    """Write already-validated rows; results come back in the order of ``rows``."""
+    written = guarded_upsert(
+        connection,
+        table="subjects_subject",
+        columns=COLUMNS,
+        key=KEY,
+        rows=rows,
+        now=timezone.now(),
+    )
+    return [ItemResult(-1, id_, status) for id_, status in written]
