@@ -1,0 +1,234 @@
+"""REST endpoints. Thin: they parse and shape; services validate and write."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db.models import Count
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from common.errors import ServiceError
+
+from .. import services
+from ..models import Relationship, RelationshipType, Subject, SubjectType
+from .filters import RelationshipFilter, RelationshipTypeFilter, SubjectFilter, SubjectTypeFilter
+from .serializers import (
+    BulkResultSerializer,
+    ErrorSerializer,
+    RelationshipBulkRequestSerializer,
+    RelationshipSerializer,
+    RelationshipTypeSerializer,
+    RelationshipWriteSerializer,
+    SubjectBulkRequestSerializer,
+    SubjectSerializer,
+    SubjectTypeSerializer,
+    SubjectWriteSerializer,
+)
+
+ERRORS = {400: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer, 409: ErrorSerializer}
+
+
+class ServiceBackedViewSet(viewsets.ModelViewSet):
+    """A ModelViewSet whose writes call ``save_service`` / ``delete_service``.
+
+    ``write_serializer_class`` documents the request body; the service is the
+    single place that validates it, so errors come in the API's one shape.
+    """
+
+    read_serializer_class = None
+    write_serializer_class = None
+
+    def get_serializer_class(self):
+        if self.action in ("create", "update", "partial_update") and self.write_serializer_class:
+            return self.write_serializer_class
+        return self.read_serializer_class or self.serializer_class
+
+    def save_service(self, data: dict, instance=None):
+        raise NotImplementedError
+
+    def delete_service(self, instance) -> None:
+        raise NotImplementedError
+
+    def _payload(self, request: Request) -> dict:
+        if not isinstance(request.data, dict):
+            raise ServiceError.single("", "The request body must be a JSON object.")
+        return dict(request.data)
+
+    def create(self, request, *args, **kwargs):
+        obj = self.save_service(self._payload(request))
+        return Response(self._read(obj), status=status.HTTP_201_CREATED)
+
+    def update(self, request, *args, **kwargs):
+        obj = self.save_service(self._payload(request), instance=self.get_object())
+        return Response(self._read(obj))
+
+    def destroy(self, request, *args, **kwargs):
+        self.delete_service(self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _read(self, obj) -> dict:
+        return (self.read_serializer_class or self.serializer_class)(obj, context=self.get_serializer_context()).data
+
+
+def _bulk_response(result) -> Response:
+    body = {
+        **result.counts,
+        "correlation_id": str(result.correlation_id),
+        "results": [{"index": r.index, "id": r.id, "status": r.status} for r in result.results],
+    }
+    return Response(body)
+
+
+def _bulk_items(request: Request) -> list:
+    data = request.data
+    items = data.get("items") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise ServiceError.single("items", 'Send {"items": [...]} (or a JSON array of items).')
+    return items
+
+
+def _require(request: Request, *perms: str) -> None:
+    if not request.user.has_perms(perms):
+        raise PermissionDenied("You do not have permission to perform this action.")
+
+
+@extend_schema_view(
+    create=extend_schema(responses={201: SubjectTypeSerializer, **ERRORS}),
+    update=extend_schema(responses={200: SubjectTypeSerializer, **ERRORS}),
+    partial_update=extend_schema(responses={200: SubjectTypeSerializer, **ERRORS}),
+    destroy=extend_schema(responses={204: None, **ERRORS}),
+)
+class SubjectTypeViewSet(ServiceBackedViewSet):
+    queryset = SubjectType.objects.annotate(subject_count=Count("subjects")).order_by("id")
+    serializer_class = SubjectTypeSerializer
+    filterset_class = SubjectTypeFilter
+
+    def save_service(self, data, instance=None):
+        serializer = SubjectTypeSerializer(instance, data=data, partial=instance is not None)
+        serializer.is_valid(raise_exception=True)
+        return services.subject_type_save(actor=self.request.user, data=serializer.validated_data, instance=instance)
+
+    def delete_service(self, instance):
+        services.subject_type_delete(actor=self.request.user, subject_type=instance)
+
+
+@extend_schema_view(
+    create=extend_schema(responses={201: RelationshipTypeSerializer, **ERRORS}),
+    update=extend_schema(responses={200: RelationshipTypeSerializer, **ERRORS}),
+    partial_update=extend_schema(responses={200: RelationshipTypeSerializer, **ERRORS}),
+    destroy=extend_schema(responses={204: None, **ERRORS}),
+)
+class RelationshipTypeViewSet(ServiceBackedViewSet):
+    queryset = RelationshipType.objects.select_related("from_type", "to_type", "subject_type").order_by("id")
+    serializer_class = RelationshipTypeSerializer
+    filterset_class = RelationshipTypeFilter
+
+    def save_service(self, data, instance=None):
+        serializer = RelationshipTypeSerializer(instance, data=data, partial=instance is not None)
+        serializer.is_valid(raise_exception=True)
+        return services.relationship_type_save(
+            actor=self.request.user, data=serializer.validated_data, instance=instance
+        )
+
+    def delete_service(self, instance):
+        services.relationship_type_delete(actor=self.request.user, relationship_type=instance)
+
+
+@extend_schema_view(
+    create=extend_schema(request=SubjectWriteSerializer, responses={201: SubjectSerializer, **ERRORS}),
+    update=extend_schema(request=SubjectWriteSerializer, responses={200: SubjectSerializer, **ERRORS}),
+    partial_update=extend_schema(request=SubjectWriteSerializer, responses={200: SubjectSerializer, **ERRORS}),
+    destroy=extend_schema(responses={204: None, **ERRORS}),
+)
+class SubjectViewSet(ServiceBackedViewSet):
+    queryset = Subject.objects.select_related("subject_type")
+    read_serializer_class = SubjectSerializer
+    write_serializer_class = SubjectWriteSerializer
+    filterset_class = SubjectFilter
+
+    def save_service(self, data, instance=None):
+        return services.subject_save(actor=self.request.user, data=data, instance=instance)
+
+    def delete_service(self, instance):
+        services.subject_delete(actor=self.request.user, subject=instance)
+
+    @extend_schema(
+        request=SubjectBulkRequestSerializer,
+        responses={200: BulkResultSerializer, **ERRORS},
+        summary="Create or update up to 1,000 subjects, all or nothing",
+    )
+    @action(detail=False, methods=["post"])
+    def bulk(self, request: Request) -> Response:
+        _require(request, "subjects.add_subject", "subjects.change_subject")
+        result = services.subject_bulk_upsert(
+            actor=request.user, items=_bulk_items(request), max_items=settings.TAGWEAVE_BULK_MAX_ITEMS
+        )
+        return _bulk_response(result)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("direction", str, enum=["outgoing", "incoming"], description="Default: both"),
+            OpenApiParameter("type", str, description="Relationship type code"),
+        ],
+        responses={200: RelationshipSerializer(many=True), 404: ErrorSerializer},
+        summary="The subject's relationships in both directions, paginated",
+    )
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def relationships(self, request: Request, pk=None) -> Response:
+        _require(request, "subjects.view_relationship")
+        subject = self.get_object()
+        direction = request.query_params.get("direction")
+        queryset = Relationship.objects.select_related("relationship_type")
+        if direction == "outgoing":
+            queryset = queryset.filter(from_subject=subject)
+        elif direction == "incoming":
+            queryset = queryset.filter(to_subject=subject)
+        elif direction in (None, ""):
+            queryset = queryset.filter(from_subject=subject) | queryset.filter(to_subject=subject)
+        else:
+            raise ServiceError.single("direction", "Use 'outgoing' or 'incoming'.")
+        if code := request.query_params.get("type"):
+            queryset = queryset.filter(relationship_type__code=code)
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(RelationshipSerializer(page, many=True).data)
+
+
+@extend_schema_view(
+    create=extend_schema(request=RelationshipWriteSerializer, responses={201: RelationshipSerializer, **ERRORS}),
+    update=extend_schema(request=RelationshipWriteSerializer, responses={200: RelationshipSerializer, **ERRORS}),
+    partial_update=extend_schema(
+        request=RelationshipWriteSerializer, responses={200: RelationshipSerializer, **ERRORS}
+    ),
+    destroy=extend_schema(responses={204: None, **ERRORS}),
+)
+class RelationshipViewSet(ServiceBackedViewSet):
+    queryset = Relationship.objects.select_related("relationship_type")
+    read_serializer_class = RelationshipSerializer
+    write_serializer_class = RelationshipWriteSerializer
+    filterset_class = RelationshipFilter
+
+    def save_service(self, data, instance=None):
+        return services.relationship_save(actor=self.request.user, data=data, instance=instance)
+
+    def delete_service(self, instance):
+        services.relationship_delete(actor=self.request.user, relationship=instance)
+
+    @extend_schema(
+        request=RelationshipBulkRequestSerializer,
+        responses={200: BulkResultSerializer, **ERRORS},
+        summary="Create or update up to 1,000 relationships, all or nothing",
+    )
+    @action(detail=False, methods=["post"])
+    def bulk(self, request: Request) -> Response:
+        _require(request, "subjects.add_relationship", "subjects.change_relationship")
+        result = services.relationship_bulk_upsert(
+            actor=request.user, items=_bulk_items(request), max_items=settings.TAGWEAVE_BULK_MAX_ITEMS
+        )
+        return _bulk_response(result)
+
+
+__all__ = ["RelationshipTypeViewSet", "RelationshipViewSet", "SubjectTypeViewSet", "SubjectViewSet"]
