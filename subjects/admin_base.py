@@ -1,0 +1,127 @@
+"""What every subjects ModelAdmin shares: writes and deletes go through the services.
+
+Saving is done by the form (see ``admin_forms``). Deleting calls the service;
+its refusal (``ServiceError``) becomes an error message instead of a 500, and the
+delete confirmation does not walk the related objects (a subject type can hold
+millions of subjects): it shows counts, and the service decides.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.utils import model_ngettext, unquote
+from django.db import transaction
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+
+from common.errors import ServiceError
+
+MAX_LISTED = 100
+MAX_BULK_DELETE = 100
+
+
+class DeleteRefused(Exception):
+    """A service refused a delete inside the admin's delete view; rolls its transaction back."""
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@admin.action(permissions=["delete"], description="Delete selected %(verbose_name_plural)s")
+def delete_selected(modeladmin, request, queryset):
+    """Django's confirmation page, then one service call per object, all or nothing."""
+    if not request.POST.get("post"):
+        return django_delete_selected(modeladmin, request, queryset)
+    count = queryset.count()
+    if count > MAX_BULK_DELETE:
+        modeladmin.message_user(
+            request,
+            f"Select at most {MAX_BULK_DELETE} {modeladmin.opts.verbose_name_plural} to delete at once; got {count}.",
+            messages.ERROR,
+        )
+        return None
+    objects = list(queryset)
+    refusals = modeladmin.delete_all_or_nothing(request, objects)
+    if refusals:
+        for message in refusals:
+            modeladmin.message_user(request, message, messages.ERROR)
+        modeladmin.message_user(request, "Nothing was deleted.", messages.WARNING)
+        return None
+    modeladmin.message_user(
+        request,
+        f"Successfully deleted {len(objects)} {model_ngettext(modeladmin.opts, len(objects))}.",
+        messages.SUCCESS,
+    )
+    return None
+
+
+class ServiceAdmin(admin.ModelAdmin):
+    """A ModelAdmin whose form saves through a service and whose deletes call one."""
+
+    actions = [delete_selected]
+
+    def service_delete(self, actor, obj) -> None:
+        raise NotImplementedError
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"actor": request.user})
+
+    def save_model(self, request, obj, form, change) -> None:
+        """The form already saved ``obj`` through the service while validating."""
+
+    def save_related(self, request, form, formsets, change) -> None:
+        """No inlines and no many-to-many fields: nothing written outside the service."""
+
+    def delete_model(self, request, obj) -> None:
+        try:
+            self.service_delete(request.user, obj)
+        except ServiceError as exc:
+            raise DeleteRefused(exc) from exc
+
+    def delete_queryset(self, request, queryset) -> None:
+        refusals = self.delete_all_or_nothing(request, list(queryset), log=False)
+        if refusals:
+            raise DeleteRefused(ServiceError(" ".join(refusals)))
+
+    def delete_all_or_nothing(self, request, objects, log: bool = True) -> list[str]:
+        """Delete each object through the service; any refusal rolls all of them back."""
+        refusals = []
+        with transaction.atomic():
+            if log:
+                self.log_deletions(request, objects)
+            for obj in objects:
+                try:
+                    with transaction.atomic():
+                        self.service_delete(request.user, obj)
+                except ServiceError as exc:
+                    refusals.append(exc.message)
+            if refusals:
+                transaction.set_rollback(True)
+        return refusals
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except DeleteRefused as refused:
+            self.message_user(request, refused.error.message, messages.ERROR)
+            url = reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+                args=[unquote(object_id)],
+                current_app=self.admin_site.name,
+            )
+            return HttpResponseRedirect(url)
+
+    def get_deleted_objects(self, objs, request):
+        """The objects themselves and counts, never the full graph of related rows."""
+        listed = [str(obj) for obj in objs[:MAX_LISTED]]
+        total = len(objs) if isinstance(objs, list) else objs.count()
+        if total > len(listed):
+            listed.append(f"… and {total - len(listed)} more")
+        counts = {str(self.opts.verbose_name_plural): total, **self.related_delete_counts(objs)}
+        return listed, counts, set(), []
+
+    def related_delete_counts(self, objs) -> dict[str, int]:
+        return {}
