@@ -1,0 +1,56 @@
+"""``python -m bench [--only NAME ...] [--profile ci|full] [--runs N]``; ``--list`` shows the benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+
+from .harness import PROFILES, Bench, setup_django
+
+# name -> module; each module has add_arguments(parser) and run(bench, options).
+BENCHMARKS = {
+    "bulk_upsert": "bench.bulk_upsert",
+}
+DESCRIPTIONS = {
+    "bulk_upsert": "bulk upsert of 1M subjects + 3M relationships via the services vs COPY (ci: 100k + 300k)",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    p.add_argument("--only", action="append", choices=sorted(BENCHMARKS), help="run only these (repeatable)")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="ci", help="ci: a tenth of full (default)")
+    p.add_argument("--runs", type=int, default=3, help="runs per step; medians and minimums are reported")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    known, _ = p.parse_known_args(argv)
+    if known.list:
+        for name in BENCHMARKS:
+            print(f"{name:15} {DESCRIPTIONS[name]}")
+        return 0
+    url = setup_django()
+    modules = {name: importlib.import_module(path) for name, path in BENCHMARKS.items()}
+    for module in modules.values():
+        module.add_arguments(p)
+    options = p.parse_args(argv)
+    profile = PROFILES[options.profile]
+    for name in options.only or list(BENCHMARKS):
+        print(f"== {name} (profile {profile.name}, {options.runs} runs, {url})", flush=True)
+        bench = Bench(name, profile, options.runs)
+        started = time.monotonic()
+        modules[name].run(bench, options)
+        print()
+        print(bench.table())
+        path = bench.write_json()
+        print(f"\n{name}: {time.monotonic() - started:.0f}s; results in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
