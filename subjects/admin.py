@@ -146,6 +146,10 @@ class ImportServiceMixin(ImportMixin):
     import_formats = [base_formats.CSV]
     skip_admin_log = True
 
+    def has_import_permission(self, request) -> bool:
+        """An import creates and updates rows, so it needs both permissions."""
+        return self.has_add_permission(request) and self.has_change_permission(request)
+
     def add_success_message(self, result, request):
         totals = result.totals
         self.message_user(
@@ -180,6 +184,9 @@ class SubjectAdmin(ImportServiceMixin, ExportMixin, ServiceAdmin):
     autocomplete_fields = ("business_line", "brand", "region", "parent")
     readonly_fields = ("created_at", "updated_at")
     change_form_template = "admin/subjects/subject/change_form.html"
+
+    def has_export_permission(self, request) -> bool:
+        return self.has_view_permission(request)
 
     def get_readonly_fields(self, request, obj=None):
         identity = ("subject_type", "source", "external_id") if obj is not None else ()

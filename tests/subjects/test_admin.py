@@ -338,3 +338,23 @@ def test_relationship_end_of_the_wrong_type_is_a_field_error(client, world):
         f"Subject {world.brand_a.pk} is a brand; visited needs a clinic."
     ]
     assert not Relationship.objects.exists()
+
+
+def test_relationship_type_ends_cannot_change_once_used(client, world):
+    RelationshipFactory(relationship_type=world.visited, from_subject=_member(world), to_subject=world.clinic_a_sh)
+    data = {
+        "code": "visited",
+        "name": "Visited",
+        "description": "",
+        "from_type": world.doctor_type.pk,
+        "to_type": world.clinic_type.pk,
+        "cardinality": "n:m",
+        "attribute_schema": "{}",
+    }
+    response = client.post(reverse("admin:subjects_relationshiptype_change", args=[world.visited.pk]), data)
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["from_type"] == [
+        "'from_type' cannot change on a type that has relationships."
+    ]
+    world.visited.refresh_from_db()
+    assert world.visited.from_type_id == world.member_type.pk

@@ -9,7 +9,7 @@ from django.urls import reverse
 from audit.models import DomainEvent
 from subjects import imports
 from subjects.models import Relationship, Subject
-from tests.factories import SubjectFactory
+from tests.factories import SubjectFactory, UserFactory
 
 SUBJECTS_CSV = """type,source,external_id,display_name,attributes,business_line,brand,region,parent
 region,hq,GZ,Guangzhou,,,,,hq:CN
@@ -202,3 +202,13 @@ def test_export_uses_the_import_columns_and_round_trips(client, world):
     }
     preview = upload(client, "subject", text)
     assert [row.import_type for row in preview.context["result"].rows] == ["skip", "skip"]
+
+
+def test_import_needs_add_and_change_permission(client, world):
+    from django.contrib.auth.models import Permission
+
+    viewer = UserFactory(is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_subject", "change_subject"]))
+    client.force_login(viewer)
+    assert client.get(reverse("admin:subjects_subject_import")).status_code == 403
+    assert client.get(reverse("admin:subjects_subject_export")).status_code == 200
