@@ -19,11 +19,14 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=42)
         parser.add_argument("--members", type=int, default=2000, help="Members at scale 1 (a multiple of 10).")
         parser.add_argument("--chunk", type=int, default=10_000, help="Customer records per bulk call.")
+        parser.add_argument(
+            "--workers", type=int, default=1, help="Processes loading customer chunks in parallel (PostgreSQL only)."
+        )
 
-    def handle(self, *args, scale, seed, members, chunk, **options):
+    def handle(self, *args, scale, seed, members, chunk, workers, **options):
         try:
             sizes = Sizes.of(members=members, scale=scale)
-            loader = DemoLoader(sizes=sizes, seed=seed, chunk=chunk, log=self.stdout.write)
+            loader = DemoLoader(sizes=sizes, seed=seed, chunk=chunk, workers=workers, log=self.stdout.write)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         tally = loader.run()
