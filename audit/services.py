@@ -27,3 +27,31 @@ def domain_event_record(
         summary=dict(summary or {}),
         correlation_id=correlation_id or uuid.uuid4(),
     )
+
+
+def bulk_write_record(
+    *,
+    actor: AbstractBaseUser | AnonymousUser | None,
+    action: str,
+    object_type: str,
+    counts: Mapping[str, int],
+    ids: list[int],
+    correlation_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Record one bulk write with the ids it wrote; returns its correlation id.
+
+    A batch that wrote nothing (every item unchanged) leaves no event, so an
+    idempotent re-run changes nothing at all. Callers pass one ``correlation_id``
+    for all the batches of one operation (a CSV import in chunks).
+    """
+    correlation_id = correlation_id or uuid.uuid4()
+    if ids:
+        domain_event_record(
+            actor=actor,
+            action=action,
+            object_type=object_type,
+            row_count=len(ids),
+            summary={**counts, "ids": ids},
+            correlation_id=correlation_id,
+        )
+    return correlation_id

@@ -10,7 +10,9 @@ invalid rows (row number, field, message), which its import page already shows.
 
 from __future__ import annotations
 
+import functools
 import json
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -185,6 +187,8 @@ def bulk_import(*, actor, items: list[dict | None], upsert: Callable, action: st
     a later chunk may then also report references to rows of the failed chunk.
     """
     outcome = ImportOutcome(statuses=[], errors=[], counts={"created": 0, "updated": 0, "unchanged": 0})
+    # One correlation id links the domain events of all chunks of one file.
+    upsert = functools.partial(upsert, correlation_id=uuid.uuid4())
     try:
         with transaction.atomic():
             for start in range(0, len(items), CHUNK):

@@ -46,10 +46,6 @@ def db_datetime(connection: BaseDatabaseWrapper, value: datetime | None) -> obje
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def _stamp(connection: BaseDatabaseWrapper, value: datetime) -> object:
-    return db_datetime(connection, value)
-
-
 def guarded_upsert(
     connection: BaseDatabaseWrapper,
     *,
@@ -61,16 +57,66 @@ def guarded_upsert(
 ) -> list[tuple[int, str]]:
     """Insert or update ``rows`` by ``key``; ``(id, status)`` per row, in order.
 
-    One ``INSERT … ON CONFLICT DO UPDATE … WHERE (old) IS DISTINCT FROM (new)``:
-    unchanged rows are not rewritten (status ``unchanged``) and their ids come from
-    one lookup on the key. Rows are inserted in key order so concurrent batches
-    take row locks in the same order and cannot deadlock each other.
+    First one read compares the batch with what is stored, so unchanged rows cost
+    an index probe and no write (not even a row lock). New and changed rows then
+    go through one ``INSERT … ON CONFLICT DO UPDATE … WHERE (old) IS DISTINCT FROM
+    (new)``, which stays correct when a concurrent batch wrote the same keys in
+    between. Rows are written in key order so concurrent batches lock rows in the
+    same order and cannot deadlock each other.
     """
     if not rows:
         return []
+    keys = [tuple(row[k] for k in key) for row in rows]
+    stored = _compare(connection, table, columns, key, rows)
+    outcome: dict[tuple, tuple[int, str]] = {}
+    pending = []
+    for row, row_key in zip(rows, keys, strict=True):
+        found = stored.get(row_key)
+        if found is not None and not found[1]:
+            outcome[row_key] = (found[0], "unchanged")
+        else:
+            pending.append(row)
+    if pending:
+        outcome.update(_write(connection, table, columns, key, pending, now))
+        raced = [dict(zip(key, k, strict=True)) for k in keys if k not in outcome]
+        if raced:  # identical rows written by a concurrent batch after our read
+            for row_key, (id_, _changed) in _compare(connection, table, columns, key, raced, compare=False).items():
+                outcome[row_key] = (id_, "unchanged")
+    return [outcome[k] for k in keys]
+
+
+def _compare(connection, table, columns, key, rows, compare: bool = True) -> dict[tuple, tuple[int, bool]]:
+    """Stored id per key, and whether the stored row differs from the given one."""
+    used = [c for c in columns if c[0] in key or compare]
+    updated = [name for name, _ in used if name not in key]
+    match = " AND ".join(f"x.{k} = r.{k}" for k in key)
+    if compare and updated:
+        stored = ", ".join(_stored_value(connection, name, pg_type) for name, pg_type in used if name not in key)
+        incoming = ", ".join(f"r.{name}" for name in updated)
+        differs = f"({stored}) IS DISTINCT FROM ({incoming})"
+    else:
+        differs = "false"
+    sql = (
+        f"SELECT {', '.join('r.' + k for k in key)}, x.id, {differs}"
+        f" FROM {recordset_sql(connection, used)} JOIN {table} x ON {match}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [recordset_param(rows)])
+        width = len(key)
+        return {tuple(row[:width]): (row[width], bool(row[width + 1])) for row in cursor.fetchall()}
+
+
+def _stored_value(connection, name: str, pg_type: str) -> str:
+    # SQLite keeps JSON as text in whatever spacing wrote it; json() normalizes it.
+    if pg_type == "jsonb" and connection.vendor != "postgresql":
+        return f"json(x.{name})"
+    return f"x.{name}"
+
+
+def _write(connection, table, columns, key, rows, now) -> dict[tuple, tuple[int, str]]:
     names = [name for name, _ in columns]
     updated = [name for name in names if name not in key]
-    stamp = _stamp(connection, now)
+    stamp = db_datetime(connection, now)
     assignments = ", ".join(f"{name} = excluded.{name}" for name in [*updated, "updated_at"])
     sql = (
         f"INSERT INTO {table} AS t ({', '.join(names)}, created_at, updated_at)"
@@ -82,17 +128,4 @@ def guarded_upsert(
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [stamp, stamp, recordset_param(rows)])
-        returned = {tuple(row[1:-1]): (row[0], "created" if row[-1] else "updated") for row in cursor.fetchall()}
-        keys = [tuple(row[k] for k in key) for row in rows]
-        missing = [dict(zip(key, k, strict=True)) for k in keys if k not in returned]
-        if missing:
-            key_columns = [c for c in columns if c[0] in key]
-            match = " AND ".join(f"x.{k} = r.{k}" for k in key)
-            cursor.execute(
-                f"SELECT x.id, {', '.join('r.' + k for k in key)} FROM {recordset_sql(connection, key_columns)}"
-                f" JOIN {table} x ON {match}",
-                [recordset_param(missing)],
-            )
-            for row in cursor.fetchall():
-                returned[tuple(row[1:])] = (row[0], "unchanged")
-    return [returned[k] for k in keys]
+        return {tuple(row[1:-1]): (row[0], "created" if row[-1] else "updated") for row in cursor.fetchall()}

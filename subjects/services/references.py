@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from django.db import connection
 
-from ..models import Subject
 from .recordset import recordset_param, recordset_sql
 
 
@@ -55,13 +54,24 @@ class FoundSubject:
     subject_type_id: int
     type_code: str
     scope_role: str
+    business_line_id: int | None
+    brand_id: int | None
+    region_id: int | None
 
 
 def subjects_by_id(ids: Iterable[int]) -> dict[int, FoundSubject]:
-    rows = Subject.objects.filter(id__in=set(ids)).values_list(
-        "id", "subject_type_id", "subject_type__code", "subject_type__scope_role"
+    """The subjects with these ids, with their type and scope, in one statement."""
+    ids = sorted(set(ids))
+    if not ids:
+        return {}
+    sql = (
+        "SELECT s.id, s.subject_type_id, t.code, t.scope_role, s.business_line_id, s.brand_id, s.region_id"
+        " FROM subjects_subject s JOIN subjects_subjecttype t ON t.id = s.subject_type_id"
+        f" WHERE s.id IN (SELECT r.id FROM {recordset_sql(connection, [('id', 'bigint')])})"
     )
-    return {row[0]: FoundSubject(*row) for row in rows}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [recordset_param([{"id": i} for i in ids])])
+        return {row[0]: FoundSubject(*row) for row in cursor.fetchall()}
 
 
 def subjects_by_key(

@@ -10,6 +10,7 @@ relationship, upserted in the same transaction, so tags need no special case.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from audit.services import domain_event_record
+from audit.services import bulk_write_record
 from common.errors import ConflictError, ItemError, ServiceError
 
 from ..models import Cardinality, RelationshipType
@@ -82,6 +83,7 @@ def relationship_bulk_upsert(
     actor,
     items: Sequence[Mapping],
     max_items: int | None = None,
+    correlation_id: uuid.UUID | None = None,
     action: str = "relationships.bulk_upserted",
 ) -> BulkResult:
     """Create or update relationships by ``(type, source, external_id)``; all or nothing."""
@@ -107,12 +109,13 @@ def relationship_bulk_upsert(
             results = _write(parsed)
             counts = {s: sum(1 for r in results if r.status == s) for s in ("created", "updated", "unchanged")}
             written = sorted(r.id for r in results if r.status != "unchanged")
-            event = domain_event_record(
+            correlation_id = bulk_write_record(
                 actor=actor,
                 action=action,
                 object_type="subjects.relationship",
-                row_count=len(written),
-                summary={**counts, "ids": written},
+                counts=counts,
+                ids=written,
+                correlation_id=correlation_id,
             )
     except IntegrityError as exc:
         raise ConflictError(
@@ -121,7 +124,7 @@ def relationship_bulk_upsert(
             code="conflict",
         ) from exc
     results.sort(key=lambda r: r.index)
-    return BulkResult(results=results, correlation_id=event.correlation_id, counts=counts)
+    return BulkResult(results=results, correlation_id=correlation_id, counts=counts)
 
 
 def _parse(items: Sequence[Mapping], errors: list[ItemError]) -> list[_Item]:
@@ -369,14 +372,7 @@ def _relationship_subjects(items: list[_Item]) -> dict[tuple[int, str, str], int
     """Upsert the subjects of taggable relationships; they take the scope of the 'from' end."""
     if not items:
         return {}
-    from ..models import Subject
-
-    scopes = {
-        row[0]: row[1:]
-        for row in Subject.objects.filter(id__in={i.ids["from"] for i in items}).values_list(
-            "id", "business_line_id", "brand_id", "region_id"
-        )
-    }
+    ends = subjects_by_id(item.ids["from"] for item in items)
     rows = [
         {
             "subject_type_id": item.rtype.subject_type_id,
@@ -384,9 +380,9 @@ def _relationship_subjects(items: list[_Item]) -> dict[tuple[int, str, str], int
             "external_id": item.external_id,
             "display_name": f"{item.rtype.name} {item.external_id}"[:255],
             "attributes": {},
-            "business_line_id": scopes[item.ids["from"]][0],
-            "brand_id": scopes[item.ids["from"]][1],
-            "region_id": scopes[item.ids["from"]][2],
+            "business_line_id": ends[item.ids["from"]].business_line_id,
+            "brand_id": ends[item.ids["from"]].brand_id,
+            "region_id": ends[item.ids["from"]].region_id,
             "parent_id": None,
         }
         for item in items

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audit.services import domain_event_record
+from audit.services import bulk_write_record
 from common.errors import ItemError, ServiceError
 
 from ..models import ScopeRole, SubjectType
@@ -72,6 +72,7 @@ def subject_bulk_upsert(
     actor,
     items: Sequence[Mapping],
     max_items: int | None = None,
+    correlation_id: uuid.UUID | None = None,
     action: str = "subjects.bulk_upserted",
 ) -> BulkResult:
     """Create or update subjects by ``(type, source, external_id)``; all or nothing."""
@@ -97,15 +98,16 @@ def subject_bulk_upsert(
         results = _write_waves(waves)
         counts = _count(results)
         written = sorted(r.id for r in results if r.status != "unchanged")
-        event = domain_event_record(
+        correlation_id = bulk_write_record(
             actor=actor,
             action=action,
             object_type="subjects.subject",
-            row_count=len(written),
-            summary={**counts, "ids": written},
+            counts=counts,
+            ids=written,
+            correlation_id=correlation_id,
         )
     results.sort(key=lambda r: r.index)
-    return BulkResult(results=results, correlation_id=event.correlation_id, counts=counts)
+    return BulkResult(results=results, correlation_id=correlation_id, counts=counts)
 
 
 def _count(results: list[ItemResult]) -> dict[str, int]:
@@ -122,7 +124,7 @@ def _parse(items: Sequence[Mapping], errors: list[ItemError]) -> list[_Item]:
     parsed: list[_Item] = []
     seen: dict[tuple[int, str, str], int] = {}
     for index, raw in enumerate(items):
-        item = _parse_item(index, raw, types, validators, errors)
+        item = _parse_valid_item(index, raw, types, validators) or _parse_item(index, raw, types, validators, errors)
         if item is None:
             continue
         first = seen.setdefault(item.key, index)
@@ -138,6 +140,39 @@ def _parse(items: Sequence[Mapping], errors: list[ItemError]) -> list[_Item]:
             continue
         parsed.append(item)
     return parsed
+
+
+def _good_key(value: object, limit: int) -> bool:
+    return type(value) is str and 0 < len(value) <= limit and not value.isspace()
+
+
+def _parse_valid_item(index: int, raw: object, types: dict, validators: dict) -> _Item | None:
+    """The fast path for a well-formed item (the common case); ``None`` sends it to
+    :func:`_parse_item`, which finds and names every problem."""
+    if type(raw) is not dict or not raw.keys() <= ITEM_FIELDS:
+        return None
+    code = raw.get("type")
+    subject_type = types.get(code) if type(code) is str else None
+    source, external_id = raw.get("source"), raw.get("external_id")
+    display_name = raw.get("display_name", "")
+    attributes = raw.get("attributes") or {}
+    if (
+        subject_type is None
+        or not _good_key(source, 64)
+        or not _good_key(external_id, 128)
+        or type(display_name) is not str
+        or len(display_name) > 255
+        or type(attributes) is not dict
+    ):
+        return None
+    refs = {name: raw.get(name) for name in REF_FIELDS}
+    if any(value is not None and type(value) is not int for value in refs.values()):
+        return None
+    if refs["parent"] is not None and not subject_type.scope_role:
+        return None
+    if attribute_error(validators[code], attributes) is not None:
+        return None
+    return _Item(index, subject_type, source, external_id, display_name, attributes, refs)
 
 
 def _parse_item(index, raw, types, validators, errors) -> _Item | None:
