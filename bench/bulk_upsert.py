@@ -25,6 +25,7 @@ import pstats
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -40,7 +41,7 @@ from django.utils import timezone
 from subjects.models import RelationshipType, SubjectType
 from subjects.services import relationship_bulk_upsert, subject_bulk_upsert
 
-from .harness import REPO_DIR, RESULTS_DIR, Bench, Stopwatch, bench_environ, database_url, table_write_counts
+from .harness import REPO_DIR, Bench, Stopwatch, bench_environ, database_url, table_write_counts
 
 API_CHUNK = 1000
 PRODUCT_TABLES = ["subjects_subject", "subjects_relationship"]
@@ -657,10 +658,10 @@ def _sql_kind(sql: str) -> str:
         return "sql: cardinality slot check"
     if head.startswith("SELECT r.t, r.s, r.e"):
         return "sql: references by key"
+    if 'FROM "subjects_subject" ' in sql:
+        return "sql: references by id (subjects_by_id)"
     if "subjecttype" in head or "relationshiptype" in head:
         return "sql: type lookups"
-    if '"subjects_subject"' in head:
-        return "sql: references by id"
     return "sql: other"
 
 
@@ -744,8 +745,8 @@ def breakdown_run(shape: Shape, chunk: int) -> dict:
     return out
 
 
-def cprofile_run(shape: Shape, chunk: int, path: Path) -> list[dict]:
-    """cProfile of one load from empty; the product functions that take the most time."""
+def cprofile_run(shape: Shape, chunk: int) -> tuple[list[dict], str]:
+    """cProfile of one load from empty: the product functions that take the most time, and the report."""
     truncate_product()
     profiler = cProfile.Profile()
     profiler.enable()
@@ -755,7 +756,6 @@ def cprofile_run(shape: Shape, chunk: int, path: Path) -> list[dict]:
     stats = pstats.Stats(profiler, stream=text)
     stats.sort_stats("cumulative").print_stats(60)
     stats.sort_stats("tottime").print_stats(40)
-    path.write_text(text.getvalue())
     rows = []
     for (filename, line, func), (_cc, ncalls, tottime, cumtime, _callers) in stats.stats.items():
         if any(part in filename for part in ("/subjects/", "/audit/", "/common/", "fastjsonschema", "orjson")):
@@ -768,7 +768,7 @@ def cprofile_run(shape: Shape, chunk: int, path: Path) -> list[dict]:
                 }
             )
     rows.sort(key=lambda r: -r["cumtime_s"])
-    return rows[:30]
+    return rows[:30], text.getvalue()
 
 
 # The benchmark ---------------------------------------------------------------------------
@@ -781,6 +781,7 @@ def add_arguments(parser) -> None:
     group.add_argument("--skip-http", action="store_true")
     group.add_argument("--skip-chunk-1000", action="store_true", help="only the larger chunk")
     group.add_argument("--breakdown", action="store_true", help="also time SQL/commit/Python and cProfile one run")
+    group.add_argument("--breakdown-only", action="store_true", help="only the breakdown (no timed runs, no HTTP)")
 
 
 def _record(bench: Bench, prefix: str, result: LoadResult, description: str, rows_check: int | None = None) -> None:
@@ -805,6 +806,9 @@ def run(bench: Bench, options) -> None:
     bench.params.update({"shape": shape.as_dict(), "chunks": [API_CHUNK, big], "http_items": options.http_items})
     print(f"  shape: {shape.subjects:,} subjects ({shape.members:,} members), {shape.relationships:,} relationships")
     types = ensure_types()
+    if options.breakdown_only:
+        _run_breakdown(bench, shape, big)
+        return
     for tables in (REF_FK, REF_NOFK):
         create_reference_tables(tables)
     chunk_sizes = [big] if options.skip_chunk_1000 else [API_CHUNK, big]
@@ -845,7 +849,7 @@ def run(bench: Bench, options) -> None:
 
 
 def _run_http(bench: Bench, shape: Shape, options) -> None:
-    log = RESULTS_DIR / "runserver.log"
+    log = Path(tempfile.gettempdir()) / "tagweave-bench-runserver.log"
     try:
         result, message = load_http(shape, options.http_items, log)
     except Exception as exc:  # the step is optional; say why it did not run
@@ -868,10 +872,7 @@ def _run_breakdown(bench: Bench, shape: Shape, big: int) -> None:
     section = {}
     for chunk in (API_CHUNK, big):
         section[f"c{chunk}"] = breakdown_run(shape, chunk)
-    stamp = bench.started.strftime("%Y%m%dT%H%M%SZ")
-    profile_path = RESULTS_DIR / f"{bench.name}-{bench.profile.name}-{stamp}-cprofile-c{API_CHUNK}.txt"
-    section["cprofile_c1000_top"] = cprofile_run(shape, API_CHUNK, profile_path)
-    section["cprofile_file"] = str(profile_path.relative_to(REPO_DIR))
+    section["cprofile_c1000_top"], section["cprofile_c1000_report"] = cprofile_run(shape, API_CHUNK)
     bench.sections["breakdown"] = section
     print(format_breakdown(section))
 
