@@ -658,7 +658,9 @@ def _sql_kind(sql: str) -> str:
         return "sql: cardinality slot check"
     if head.startswith("SELECT r.t, r.s, r.e"):
         return "sql: references by key"
-    if 'FROM "subjects_subject" ' in sql:
+    if head.startswith("SELECT") and "IS DISTINCT FROM" in sql:
+        return "sql: compare with stored rows (read before write)"
+    if head.startswith("SELECT s.id, s.subject_type_id") or 'FROM "subjects_subject" ' in sql:
         return "sql: references by id (subjects_by_id)"
     if "subjecttype" in head or "relationshiptype" in head:
         return "sql: type lookups"

@@ -204,6 +204,7 @@ class Bench:
         self.params: dict = {}
         self.sections: dict[str, object] = {}
         self.started = dt.datetime.now(dt.UTC)
+        self.environment = environment()  # at the start: the code that is measured
 
     def step(self, name: str, description: str = "") -> Step:
         step = self.steps.setdefault(name, Step(name, description))
@@ -287,7 +288,7 @@ class Bench:
             "runs": self.runs,
             "started": self.started.isoformat(),
             "finished": dt.datetime.now(dt.UTC).isoformat(),
-            "environment": environment(),
+            "environment": self.environment,
             "params": self.params,
             "steps": {name: step.as_dict() for name, step in self.steps.items()},
             "ratios": self.ratio_values(),
@@ -332,6 +333,13 @@ def environment() -> dict:
         info["git_commit"] = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, check=True
         ).stdout.strip()
+        info["git_modified"] = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")[:-1]
     with contextlib.suppress(Exception):
         from django.db import connection
 
