@@ -52,80 +52,84 @@ def guarded_upsert(
     table: str,
     columns: Sequence[Column],
     key: Sequence[str],
-    rows: Sequence[dict],
+    rows: Sequence[tuple],
     now: datetime,
 ) -> list[tuple[int, str]]:
-    """Insert or update ``rows`` by ``key``; ``(id, status)`` per row, in order.
+    """Insert or update ``rows`` (tuples in ``columns`` order) by ``key``.
 
-    First one read compares the batch with what is stored, so unchanged rows cost
-    an index probe and no write (not even a row lock). New and changed rows then
-    go through one ``INSERT … ON CONFLICT DO UPDATE … WHERE (old) IS DISTINCT FROM
-    (new)``, which stays correct when a concurrent batch wrote the same keys in
-    between. Rows are written in key order so concurrent batches lock rows in the
-    same order and cannot deadlock each other.
+    Returns ``(id, status)`` per row, in order; status is created, updated or
+    unchanged. One statement writes: ``INSERT … SELECT`` from the batch joined to
+    the table, keeping only new and changed rows (unchanged ones cost an index
+    probe: no write, no row lock), ``ON CONFLICT DO UPDATE … WHERE (old) IS
+    DISTINCT FROM (new)`` so a concurrent writer of the same keys is handled, in
+    key order so concurrent batches cannot deadlock. On PostgreSQL the batch is
+    streamed with ``COPY`` into a session-local staging table first (faster than
+    any parameter binding); SQLite reads it from one JSON parameter.
     """
     if not rows:
         return []
-    keys = [tuple(row[k] for k in key) for row in rows]
-    stored = _compare(connection, table, columns, key, rows)
-    outcome: dict[tuple, tuple[int, str]] = {}
-    pending = []
-    for row, row_key in zip(rows, keys, strict=True):
-        found = stored.get(row_key)
-        if found is not None and not found[1]:
-            outcome[row_key] = (found[0], "unchanged")
-        else:
-            pending.append(row)
-    if pending:
-        outcome.update(_write(connection, table, columns, key, pending, now))
-        raced = [dict(zip(key, k, strict=True)) for k in keys if k not in outcome]
-        if raced:  # identical rows written by a concurrent batch after our read
-            for row_key, (id_, _changed) in _compare(connection, table, columns, key, raced, compare=False).items():
-                outcome[row_key] = (id_, "unchanged")
+    names = [name for name, _ in columns]
+    width = len(key)
+    positions = [names.index(k) for k in key]
+    keys = [tuple(row[p] for p in positions) for row in rows]
+    source, params = _stage(connection, table, columns, rows)
+    with connection.cursor() as cursor:
+        cursor.execute(_write_sql(connection, table, columns, key, source), [*_stamps(connection, now), *params])
+        outcome = {tuple(r[1 : 1 + width]): (r[0], "created" if r[-1] else "updated") for r in cursor.fetchall()}
+        if len(outcome) < len(rows):
+            match = " AND ".join(f"x.{k} = r.{k}" for k in key)
+            cursor.execute(
+                f"SELECT {', '.join('r.' + k for k in key)}, x.id FROM {source} JOIN {table} x ON {match}", params
+            )
+            for row in cursor.fetchall():
+                outcome.setdefault(tuple(row[:width]), (row[width], "unchanged"))
     return [outcome[k] for k in keys]
 
 
-def _compare(connection, table, columns, key, rows, compare: bool = True) -> dict[tuple, tuple[int, bool]]:
-    """Stored id per key, and whether the stored row differs from the given one."""
-    used = [c for c in columns if c[0] in key or compare]
-    updated = [name for name, _ in used if name not in key]
-    match = " AND ".join(f"x.{k} = r.{k}" for k in key)
-    if compare and updated:
-        stored = ", ".join(_stored_value(connection, name, pg_type) for name, pg_type in used if name not in key)
-        incoming = ", ".join(f"r.{name}" for name in updated)
-        differs = f"({stored}) IS DISTINCT FROM ({incoming})"
-    else:
-        differs = "false"
-    sql = (
-        f"SELECT {', '.join('r.' + k for k in key)}, x.id, {differs}"
-        f" FROM {recordset_sql(connection, used)} JOIN {table} x ON {match}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [recordset_param(rows)])
-        width = len(key)
-        return {tuple(row[:width]): (row[width], bool(row[width + 1])) for row in cursor.fetchall()}
-
-
-def _stored_value(connection, name: str, pg_type: str) -> str:
-    # SQLite keeps JSON as text in whatever spacing wrote it; json() normalizes it.
-    if pg_type == "jsonb" and connection.vendor != "postgresql":
-        return f"json(x.{name})"
-    return f"x.{name}"
-
-
-def _write(connection, table, columns, key, rows, now) -> dict[tuple, tuple[int, str]]:
+def _write_sql(connection, table: str, columns: Sequence[Column], key: Sequence[str], source: str) -> str:
     names = [name for name, _ in columns]
     updated = [name for name in names if name not in key]
-    stamp = db_datetime(connection, now)
+    stored = ", ".join(
+        f"json(x.{n})" if t == "jsonb" and connection.vendor != "postgresql" else f"x.{n}"
+        for n, t in columns
+        if n not in key
+    )
+    match = " AND ".join(f"x.{k} = r.{k}" for k in key)
     assignments = ", ".join(f"{name} = excluded.{name}" for name in [*updated, "updated_at"])
-    sql = (
+    return (
         f"INSERT INTO {table} AS t ({', '.join(names)}, created_at, updated_at)"
-        f" SELECT {', '.join('r.' + n for n in names)}, %s, %s FROM {recordset_sql(connection, columns)}"
-        f" WHERE true ORDER BY {', '.join('r.' + k for k in key)}"
+        f" SELECT {', '.join('r.' + n for n in names)}, %s, %s FROM {source} LEFT JOIN {table} x ON {match}"
+        f" WHERE x.id IS NULL OR ({stored}) IS DISTINCT FROM ({', '.join('r.' + n for n in updated)})"
+        f" ORDER BY {', '.join('r.' + k for k in key)}"
         f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {assignments}"
         f" WHERE ({', '.join('t.' + n for n in updated)}) IS DISTINCT FROM ({', '.join('excluded.' + n for n in updated)})"
         f" RETURNING id, {', '.join(key)}, created_at = updated_at"
     )
+
+
+def _stamps(connection, now: datetime) -> tuple[object, object]:
+    stamp = db_datetime(connection, now)
+    return stamp, stamp
+
+
+def _stage(connection, table: str, columns: Sequence[Column], rows: Sequence[tuple]) -> tuple[str, list]:
+    """Where the statements read the batch from: ``(FROM-clause item named r, params)``."""
+    if connection.vendor != "postgresql":
+        names = [name for name, _ in columns]
+        return recordset_sql(connection, columns), [
+            recordset_param([dict(zip(names, row, strict=True)) for row in rows])
+        ]
+    stage = f"tw_stage_{table}"
+    definition = ", ".join(f"{name} {pg_type}" for name, pg_type in columns)
+    jsonb = [i for i, (_, pg_type) in enumerate(columns) if pg_type == "jsonb"]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [stamp, stamp, recordset_param(rows)])
-        return {tuple(row[1:-1]): (row[0], "created" if row[-1] else "updated") for row in cursor.fetchall()}
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition})")
+        cursor.execute(f"TRUNCATE {stage}")
+        with cursor.cursor.copy(f"COPY {stage} FROM STDIN") as copy:
+            for row in rows:
+                if jsonb:
+                    row = list(row)
+                    for i in jsonb:
+                        row[i] = orjson.dumps(row[i]).decode()
+                copy.write_row(row)
+    return f"{stage} r", []

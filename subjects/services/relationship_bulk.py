@@ -24,7 +24,7 @@ from common.errors import ConflictError, ItemError, ServiceError
 
 from ..models import Cardinality, RelationshipType
 from ..schemas import attribute_error, validator_for
-from .recordset import db_datetime, guarded_upsert, recordset_param, recordset_sql
+from .recordset import guarded_upsert, recordset_param, recordset_sql
 from .references import KeyRef, parse_ref, subjects_by_id, subjects_by_key
 from .subject_bulk import BulkResult, ItemResult, upsert_subject_rows
 
@@ -68,14 +68,25 @@ class _Item:
     valid_to: datetime | None
     attributes: dict
     ids: dict[str, int] = field(default_factory=dict)
+    slots: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[int, str, str]:
         return (self.rtype.id, self.source, self.external_id)
 
     def slot(self, end: str) -> int | None:
-        unique = Cardinality.from_is_unique if end == "from" else Cardinality.to_is_unique
-        return self.ids[end] if unique(self.rtype.cardinality) and self.valid_to is None else None
+        return self.slots.get(end)
+
+
+def _assign_slots(items: list[_Item]) -> None:
+    """An open relationship whose type limits an end holds that end's slot."""
+    for item in items:
+        open_ = item.valid_to is None
+        cardinality = item.rtype.cardinality
+        item.slots = {
+            "from": item.ids["from"] if open_ and Cardinality.from_is_unique(cardinality) else None,
+            "to": item.ids["to"] if open_ and Cardinality.to_is_unique(cardinality) else None,
+        }
 
 
 def relationship_bulk_upsert(
@@ -98,7 +109,9 @@ def relationship_bulk_upsert(
     if not errors:
         _resolve_ends(parsed, errors)
     if not errors:
-        _check_cardinality(parsed, errors)
+        _assign_slots(parsed)
+        if any(item.slots["from"] is not None or item.slots["to"] is not None for item in parsed):
+            _check_cardinality(parsed, errors)
     if errors:
         raise ServiceError(
             f"{len({e.index for e in errors})} of {len(items)} items are invalid.",
@@ -133,7 +146,7 @@ def _parse(items: Sequence[Mapping], errors: list[ItemError]) -> list[_Item]:
     validators = {code: validator_for(t.attribute_schema) for code, t in types.items()}
     parsed, seen = [], {}
     for index, raw in enumerate(items):
-        item = _parse_item(index, raw, types, validators, errors)
+        item = _parse_valid_item(index, raw, types, validators) or _parse_item(index, raw, types, validators, errors)
         if item is None:
             continue
         first = seen.setdefault(item.key, index)
@@ -149,6 +162,62 @@ def _parse(items: Sequence[Mapping], errors: list[ItemError]) -> list[_Item]:
             continue
         parsed.append(item)
     return parsed
+
+
+def _good_key(value: object, limit: int) -> bool:
+    return type(value) is str and 0 < len(value) <= limit and not value.isspace()
+
+
+_INVALID = object()
+
+
+def _moment(value: object) -> datetime | object | None:
+    """An aware datetime from an ISO 8601 date or date-time; ``_INVALID`` if it is not one."""
+    if value is None:
+        return None
+    if type(value) is not str:
+        return _INVALID
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = parse_datetime(value)
+        if moment is None:
+            day = parse_date(value)
+            if day is None:
+                return _INVALID
+            moment = datetime(day.year, day.month, day.day)
+    return timezone.make_aware(moment) if moment.tzinfo is None else moment
+
+
+def _parse_valid_item(index: int, raw: object, types: dict, validators: dict) -> _Item | None:
+    """The fast path for a well-formed item with ends given by id; ``None`` sends the
+    item to :func:`_parse_item`, which finds and names every problem."""
+    if type(raw) is not dict or not raw.keys() <= ITEM_FIELDS:
+        return None
+    code = raw.get("type")
+    rtype = types.get(code) if type(code) is str else None
+    source, external_id = raw.get("source"), raw.get("external_id")
+    from_, to = raw.get("from"), raw.get("to")
+    weight = raw.get("weight", 1.0)
+    attributes = raw.get("attributes") or {}
+    if (
+        rtype is None
+        or not _good_key(source, 64)
+        or not _good_key(external_id, 128)
+        or type(from_) is not int
+        or type(to) is not int
+        or type(weight) not in (int, float)
+        or not math.isfinite(weight)
+        or type(attributes) is not dict
+    ):
+        return None
+    valid_from, valid_to = _moment(raw.get("valid_from")), _moment(raw.get("valid_to"))
+    if valid_from is _INVALID or valid_to is _INVALID or (valid_from and valid_to and valid_to < valid_from):
+        return None
+    if attribute_error(validators[code], attributes) is not None:
+        return None
+    ends = {"from": from_, "to": to}
+    return _Item(index, rtype, source, external_id, ends, float(weight), valid_from, valid_to, attributes)
 
 
 def _parse_item(index, raw, types, validators, errors) -> _Item | None:
@@ -225,17 +294,11 @@ def _parse_item(index, raw, types, validators, errors) -> _Item | None:
 
 
 def _parse_moment(index: int, name: str, value: object, errors: list[ItemError]) -> datetime | None:
-    if value is None:
-        return None
-    moment = None
-    if isinstance(value, str):
-        moment = parse_datetime(value)
-        if moment is None and (day := parse_date(value)) is not None:
-            moment = datetime(day.year, day.month, day.day)
-    if moment is None:
+    moment = _moment(value)
+    if moment is _INVALID:
         errors.append(ItemError(index, name, "Must be an ISO 8601 date or date-time.", "invalid_date"))
         return None
-    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+    return moment
 
 
 def _expected_type(item: _Item, end: str):
@@ -340,30 +403,30 @@ def _stored_slot_holders(end: str, claimed: dict[tuple[int, int], int]) -> dict[
 
 def _write(items: list[_Item]) -> list[ItemResult]:
     subject_ids = _relationship_subjects([i for i in items if i.rtype.taggable])
+    moment = (
+        (lambda m: m and m.isoformat())
+        if connection.vendor == "postgresql"
+        else connection.ops.adapt_datetimefield_value
+    )
     rows = [
-        {
-            "relationship_type_id": item.rtype.id,
-            "source": item.source,
-            "external_id": item.external_id,
-            "from_subject_id": item.ids["from"],
-            "to_subject_id": item.ids["to"],
-            "weight": item.weight,
-            "valid_from": db_datetime(connection, item.valid_from),
-            "valid_to": db_datetime(connection, item.valid_to),
-            "attributes": item.attributes,
-            "subject_id": subject_ids.get(item.key),
-            "from_slot": item.slot("from"),
-            "to_slot": item.slot("to"),
-        }
+        (
+            item.rtype.id,
+            item.source,
+            item.external_id,
+            item.ids["from"],
+            item.ids["to"],
+            item.weight,
+            moment(item.valid_from),
+            moment(item.valid_to),
+            item.attributes,
+            subject_ids.get(item.key),
+            item.slots["from"],
+            item.slots["to"],
+        )
         for item in items
     ]
     written = guarded_upsert(
-        connection,
-        table="subjects_relationship",
-        columns=COLUMNS,
-        key=KEY,
-        rows=rows,
-        now=timezone.now(),
+        connection, table="subjects_relationship", columns=COLUMNS, key=KEY, rows=rows, now=timezone.now()
     )
     return [ItemResult(item.index, id_, status) for item, (id_, status) in zip(items, written, strict=True)]
 
@@ -374,17 +437,17 @@ def _relationship_subjects(items: list[_Item]) -> dict[tuple[int, str, str], int
         return {}
     ends = subjects_by_id(item.ids["from"] for item in items)
     rows = [
-        {
-            "subject_type_id": item.rtype.subject_type_id,
-            "source": item.source,
-            "external_id": item.external_id,
-            "display_name": f"{item.rtype.name} {item.external_id}"[:255],
-            "attributes": {},
-            "business_line_id": ends[item.ids["from"]].business_line_id,
-            "brand_id": ends[item.ids["from"]].brand_id,
-            "region_id": ends[item.ids["from"]].region_id,
-            "parent_id": None,
-        }
+        (
+            item.rtype.subject_type_id,
+            item.source,
+            item.external_id,
+            f"{item.rtype.name} {item.external_id}"[:255],
+            {},
+            ends[item.ids["from"]].business_line_id,
+            ends[item.ids["from"]].brand_id,
+            ends[item.ids["from"]].region_id,
+            None,
+        )
         for item in items
     ]
     results = upsert_subject_rows(rows)

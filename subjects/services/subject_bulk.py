@@ -390,22 +390,23 @@ def _write_waves(waves: list[list[_Item]]) -> list[ItemResult]:
     return results
 
 
-def _row(item: _Item) -> dict:
-    return {
-        "subject_type_id": item.subject_type.id,
-        "source": item.source,
-        "external_id": item.external_id,
-        "display_name": item.display_name,
-        "attributes": item.attributes,
-        "business_line_id": item.ids.get("business_line"),
-        "brand_id": item.ids.get("brand"),
-        "region_id": item.ids.get("region"),
-        "parent_id": item.ids.get("parent"),
-    }
+def _row(item: _Item) -> tuple:
+    ids = item.ids
+    return (
+        item.subject_type.id,
+        item.source,
+        item.external_id,
+        item.display_name,
+        item.attributes,
+        ids.get("business_line"),
+        ids.get("brand"),
+        ids.get("region"),
+        ids.get("parent"),
+    )
 
 
-def upsert_subject_rows(rows: list[dict]) -> list[ItemResult]:
-    """Write already-validated rows; results come back in the order of ``rows``."""
+def upsert_subject_rows(rows: list[tuple]) -> list[ItemResult]:
+    """Write already-validated rows (tuples in ``COLUMNS`` order); results in the order of ``rows``."""
     written = guarded_upsert(
         connection,
         table="subjects_subject",
