@@ -58,25 +58,33 @@ def guarded_upsert(
     """Insert or update ``rows`` (tuples in ``columns`` order) by ``key``.
 
     Returns ``(id, status)`` per row, in order; status is created, updated or
-    unchanged. One statement writes: ``INSERT … SELECT`` from the batch joined to
-    the table, keeping only new and changed rows (unchanged ones cost an index
-    probe: no write, no row lock), ``ON CONFLICT DO UPDATE … WHERE (old) IS
+    unchanged. Each row is matched to the stored row by one probe of the key's
+    unique index; only new and changed rows are written (unchanged ones cost no
+    write and no row lock), through ``ON CONFLICT DO UPDATE … WHERE (old) IS
     DISTINCT FROM (new)`` so a concurrent writer of the same keys is handled, in
     key order so concurrent batches cannot deadlock. On PostgreSQL the batch is
-    streamed with ``COPY`` into a session-local staging table first (faster than
-    any parameter binding); SQLite reads it from one JSON parameter.
+    streamed with ``COPY`` into a session-local staging table and matched with a
+    ``LATERAL`` probe (a plan that does not depend on table statistics), all in
+    one statement; SQLite reads the batch from one JSON parameter.
     """
     if not rows:
         return []
-    names = [name for name, _ in columns]
-    width = len(key)
-    positions = [names.index(k) for k in key]
+    positions = [[name for name, _ in columns].index(k) for k in key]
     keys = [tuple(row[p] for p in positions) for row in rows]
+    width = len(key)
     source, params = _stage(connection, table, columns, rows)
+    stamps = _stamps(connection, now)
+    outcome: dict[tuple, tuple[int, str]] = {}
     with connection.cursor() as cursor:
-        cursor.execute(_write_sql(connection, table, columns, key, source), [*_stamps(connection, now), *params])
-        outcome = {tuple(r[1 : 1 + width]): (r[0], "created" if r[-1] else "updated") for r in cursor.fetchall()}
-        if len(outcome) < len(rows):
+        if connection.vendor == "postgresql":
+            cursor.execute(_upsert_sql_postgresql(table, columns, key, source), [*stamps, *params])
+            for row in cursor.fetchall():
+                outcome[tuple(row[:width])] = (row[width], row[width + 1])
+        else:
+            cursor.execute(_write_sql_sqlite(table, columns, key, source), [*stamps, *params])
+            for row in cursor.fetchall():
+                outcome[tuple(row[1 : 1 + width])] = (row[0], "created" if row[-1] else "updated")
+        if len(outcome) < len(rows):  # unchanged rows (SQLite), or rows a concurrent batch wrote identically
             match = " AND ".join(f"x.{k} = r.{k}" for k in key)
             cursor.execute(
                 f"SELECT {', '.join('r.' + k for k in key)}, x.id FROM {source} JOIN {table} x ON {match}", params
@@ -86,23 +94,43 @@ def guarded_upsert(
     return [outcome[k] for k in keys]
 
 
-def _write_sql(connection, table: str, columns: Sequence[Column], key: Sequence[str], source: str) -> str:
+def _conflict_clause(columns: Sequence[Column], key: Sequence[str]) -> str:
+    updated = [name for name, _ in columns if name not in key]
+    assignments = ", ".join(f"{name} = excluded.{name}" for name in [*updated, "updated_at"])
+    return (
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {assignments}"
+        f" WHERE ({', '.join('t.' + n for n in updated)}) IS DISTINCT FROM ({', '.join('excluded.' + n for n in updated)})"
+    )
+
+
+def _upsert_sql_postgresql(table: str, columns: Sequence[Column], key: Sequence[str], source: str) -> str:
     names = [name for name, _ in columns]
     updated = [name for name in names if name not in key]
-    stored = ", ".join(
-        f"json(x.{n})" if t == "jsonb" and connection.vendor != "postgresql" else f"x.{n}"
-        for n, t in columns
-        if n not in key
+    keys = ", ".join(key)
+    probe = " AND ".join(f"y.{k} = r.{k}" for k in key)
+    same = f"x.id IS NOT NULL AND ({', '.join('x.' + n for n in updated)}) IS NOT DISTINCT FROM ({', '.join('r.' + n for n in updated)})"
+    return (
+        f"WITH batch AS MATERIALIZED (SELECT r.*, x.id AS stored_id, {same} AS same FROM {source}"
+        f" LEFT JOIN LATERAL (SELECT y.* FROM {table} y WHERE {probe} LIMIT 1) x ON true),"
+        f" written AS (INSERT INTO {table} AS t ({', '.join(names)}, created_at, updated_at)"
+        f" SELECT {', '.join(names)}, %s, %s FROM batch WHERE NOT same ORDER BY {keys}"
+        f"{_conflict_clause(columns, key)} RETURNING {keys}, id, created_at = updated_at AS created)"
+        f" SELECT {keys}, id, CASE WHEN created THEN 'created' ELSE 'updated' END FROM written"
+        f" UNION ALL SELECT {keys}, stored_id, 'unchanged' FROM batch WHERE same"
     )
+
+
+def _write_sql_sqlite(table: str, columns: Sequence[Column], key: Sequence[str], source: str) -> str:
+    names = [name for name, _ in columns]
+    updated = [name for name in names if name not in key]
+    stored = ", ".join(f"json(x.{n})" if t == "jsonb" else f"x.{n}" for n, t in columns if n not in key)
     match = " AND ".join(f"x.{k} = r.{k}" for k in key)
-    assignments = ", ".join(f"{name} = excluded.{name}" for name in [*updated, "updated_at"])
     return (
         f"INSERT INTO {table} AS t ({', '.join(names)}, created_at, updated_at)"
         f" SELECT {', '.join('r.' + n for n in names)}, %s, %s FROM {source} LEFT JOIN {table} x ON {match}"
         f" WHERE x.id IS NULL OR ({stored}) IS DISTINCT FROM ({', '.join('r.' + n for n in updated)})"
         f" ORDER BY {', '.join('r.' + k for k in key)}"
-        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {assignments}"
-        f" WHERE ({', '.join('t.' + n for n in updated)}) IS DISTINCT FROM ({', '.join('excluded.' + n for n in updated)})"
+        f"{_conflict_clause(columns, key)}"
         f" RETURNING id, {', '.join(key)}, created_at = updated_at"
     )
 
