@@ -13,13 +13,15 @@ from collections.abc import Mapping
 
 from auditlog.diff import model_instance_diff
 from auditlog.models import LogEntry
+from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, ProtectedError
+from django.db.models import Count, F, ProtectedError
 
 from audit.services import domain_event_record
 from common.errors import ItemError, ServiceError
 
 from ..models import (
+    Cardinality,
     Relationship,
     RelationshipType,
     Subject,
@@ -162,15 +164,20 @@ def relationship_type_save(*, actor, data: Mapping, instance: RelationshipType |
             )
         rtype.save()
         if has_relationships and old.cardinality != rtype.cardinality:
-            _reslot(rtype)
+            rows = _reslot(rtype)
+            domain_event_record(
+                actor=actor,
+                action="relationships.cardinality_reslotted",
+                object_type="subjects.relationship",
+                row_count=rows,
+                summary={"relationship_type": rtype.code, "from": old.cardinality, "to": rtype.cardinality},
+            )
         _log(rtype, old, actor)
     return rtype
 
 
-def _reslot(rtype: RelationshipType) -> None:
+def _reslot(rtype: RelationshipType) -> int:
     """Recompute cardinality slots for a new cardinality, refusing if stored data violates it."""
-    from ..models import Cardinality
-
     open_rels = rtype.relationships.filter(valid_to__isnull=True)
     for end, unique in (
         ("from", Cardinality.from_is_unique),
@@ -189,13 +196,12 @@ def _reslot(rtype: RelationshipType) -> None:
                 "cardinality",
                 f"Open relationships violate {rtype.cardinality}: subjects {', '.join(map(str, clash))} have several on the '{end}' side.",
             )
-    from django.db.models import F
-
-    rtype.relationships.update(from_slot=None, to_slot=None)
+    cleared = rtype.relationships.update(from_slot=None, to_slot=None)
     if Cardinality.from_is_unique(rtype.cardinality):
         open_rels.update(from_slot=F("from_subject_id"))
     if Cardinality.to_is_unique(rtype.cardinality):
         open_rels.update(to_slot=F("to_subject_id"))
+    return cleared
 
 
 def relationship_type_delete(*, actor, relationship_type: RelationshipType) -> None:
@@ -344,8 +350,6 @@ def _actor(actor):
 
 
 def _full_clean(instance) -> None:
-    from django.core.exceptions import ValidationError
-
     try:
         instance.full_clean()
     except ValidationError as exc:

@@ -218,3 +218,19 @@ def test_concurrent_batches_racing_for_one_slot_leave_one_winner(world):
         thread.join()
     assert Relationship.objects.filter(relationship_type=world.works_at).count() == 1
     assert len(errors) == 1
+
+
+def test_tightening_cardinality_fills_the_slots_and_is_audited(api, world, people):
+    from audit.models import DomainEvent
+
+    members, _ = people
+    RelationshipFactory(relationship_type=world.visited, from_subject=members[0], to_subject=world.clinic_a_sh)
+    RelationshipFactory(relationship_type=world.visited, from_subject=members[1], to_subject=world.clinic_a_sh)
+    response = api.patch(f"/api/v1/relationship-types/{world.visited.id}/", {"cardinality": "n:1"}, format="json")
+    assert response.status_code == 200, response.json()
+    assert set(Relationship.objects.values_list("from_slot", flat=True)) == {members[0].id, members[1].id}
+    event = DomainEvent.objects.get(action="relationships.cardinality_reslotted")
+    assert (event.row_count, event.summary["to"]) == (2, "n:1")
+    second = api.post(BULK, [rel("visited", 9, members[0].id, world.clinic_b_bj.id)], format="json")
+    assert second.status_code == 400
+    assert second.json()["error"]["details"][0]["code"] == "cardinality"
