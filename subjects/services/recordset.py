@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from operator import itemgetter
 
 import orjson
+from django.db import IntegrityError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 Column = tuple[str, str]  # (name, PostgreSQL type)
@@ -69,16 +71,15 @@ def guarded_upsert(
     """
     if not rows:
         return []
-    positions = [[name for name, _ in columns].index(k) for k in key]
-    keys = [tuple(row[p] for p in positions) for row in rows]
+    key_of = itemgetter(*[[name for name, _ in columns].index(k) for k in key])
+    keys = [key_of(row) for row in rows]
     width = len(key)
     source, params = _stage(connection, table, columns, rows)
     stamps = _stamps(connection, now)
     outcome: dict[tuple, tuple[int, str]] = {}
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(_upsert_sql_postgresql(table, columns, key, source), [*stamps, *params])
-            for row in cursor.fetchall():
+            for row in _upsert_postgresql(connection, cursor, table, columns, key, source, stamps):
                 outcome[tuple(row[:width])] = (row[width], row[width + 1])
         else:
             cursor.execute(_write_sql_sqlite(table, columns, key, source), [*stamps, *params])
@@ -103,7 +104,22 @@ def _conflict_clause(columns: Sequence[Column], key: Sequence[str]) -> str:
     )
 
 
-def _upsert_sql_postgresql(table: str, columns: Sequence[Column], key: Sequence[str], source: str) -> str:
+def _upsert_postgresql(connection, cursor, table, columns, key, source, stamps) -> list[tuple]:
+    """New rows go through a plain ``INSERT`` (no speculative-insertion cost); if a
+    concurrent batch inserted one of their keys meanwhile, the unique violation rolls
+    back to a savepoint and the batch is written with ``ON CONFLICT`` throughout."""
+    try:
+        with transaction.atomic(using=connection.alias):
+            cursor.execute(_upsert_sql_postgresql(table, columns, key, source, plain_insert=True), [*stamps, *stamps])
+            return cursor.fetchall()
+    except IntegrityError:
+        cursor.execute(_upsert_sql_postgresql(table, columns, key, source), [*stamps])
+        return cursor.fetchall()
+
+
+def _upsert_sql_postgresql(
+    table: str, columns: Sequence[Column], key: Sequence[str], source: str, plain_insert: bool = False
+) -> str:
     names = [name for name, _ in columns]
     updated = [name for name in names if name not in key]
     keys = ", ".join(key)
@@ -113,9 +129,18 @@ def _upsert_sql_postgresql(table: str, columns: Sequence[Column], key: Sequence[
         f"WITH batch AS MATERIALIZED (SELECT r.*, x.id AS stored_id, {same} AS same FROM {source}"
         f" LEFT JOIN LATERAL (SELECT y.* FROM {table} y WHERE {probe} LIMIT 1) x ON true),"
         f" written AS (INSERT INTO {table} AS t ({', '.join(names)}, created_at, updated_at)"
-        f" SELECT {', '.join(names)}, %s, %s FROM batch WHERE NOT same ORDER BY {keys}"
+        f" SELECT {', '.join(names)}, %s, %s FROM batch WHERE NOT same"
+        f"{' AND stored_id IS NOT NULL' if plain_insert else ''} ORDER BY {keys}"
         f"{_conflict_clause(columns, key)} RETURNING {keys}, id, created_at = updated_at AS created)"
-        f" SELECT {keys}, id, CASE WHEN created THEN 'created' ELSE 'updated' END FROM written"
+        + (
+            f", inserted AS (INSERT INTO {table} ({', '.join(names)}, created_at, updated_at)"
+            f" SELECT {', '.join(names)}, %s, %s FROM batch WHERE stored_id IS NULL ORDER BY {keys}"
+            f" RETURNING {keys}, id)"
+            f" SELECT {keys}, id, 'created' FROM inserted UNION ALL"
+            if plain_insert
+            else ""
+        )
+        + f" SELECT {keys}, id, CASE WHEN created THEN 'created' ELSE 'updated' END FROM written"
         f" UNION ALL SELECT {keys}, stored_id, 'unchanged' FROM batch WHERE same"
     )
 

@@ -327,6 +327,8 @@ def _resolve_key(item, name, ref, keys, in_db, in_batch, errors) -> None:
 
 def _waves(items: list[_Item], errors: list[ItemError]) -> list[list[_Item]]:
     """Order items so that an item is written after the batch items it references."""
+    if not any(isinstance(ref, tuple) for item in items for ref in item.refs.values()):
+        return [items] if items else []
     by_key = {item.key: item for item in items}
     depth: dict[tuple, int] = {}
     visiting: set[tuple] = set()
