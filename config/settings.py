@@ -129,7 +129,6 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "common.api.errors.exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"user": os.environ.get("API_USER_THROTTLE", "100000/hour")},
 }
 
 SPECTACULAR_SETTINGS = {

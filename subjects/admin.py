@@ -21,6 +21,7 @@ from .admin_forms import RelationshipForm, RelationshipTypeForm, SubjectForm, Su
 from .imports import RelationshipResource, SubjectResource
 from .models import Relationship, RelationshipType, ScopeRole, Subject, SubjectType
 from .querysets import region_subtree_sql
+from .schemas import MAX_ID
 from .services import (
     relationship_delete,
     relationship_type_delete,
@@ -73,7 +74,7 @@ class ScopeFilter(admin.SimpleListFilter):
         value = self.value()
         if value is None:
             return queryset
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit() and 0 < int(value) < MAX_ID):
             raise IncorrectLookupParameters(f"{self.parameter_name} must be a subject id.")
         return self.narrow(queryset, int(value))
 

@@ -55,3 +55,26 @@ def attribute_error(validator: Validator | None, attributes: object) -> tuple[st
         message = exc.message.replace("data.", "").replace("data ", "attributes ", 1)
         return field, message
     return None
+
+
+def attributes_encoding_error(attributes: object) -> str | None:
+    """Why ``attributes`` cannot be stored as JSON by every backend, if it cannot.
+
+    Integers must fit in 64 bits and text must not contain NUL (PostgreSQL's jsonb
+    rejects it); both would otherwise fail deep in the write as a server error.
+    """
+    try:
+        encoded = orjson.dumps(attributes)
+    except orjson.JSONEncodeError as exc:
+        return f"cannot be stored as JSON: {exc}"
+    if b"\\u0000" in encoded:
+        return "text must not contain NUL characters (\\u0000)"
+    return None
+
+
+MAX_ID = 2**63
+
+
+def valid_text(value: object, limit: int) -> bool:
+    """A non-blank string of at most ``limit`` characters with no NUL."""
+    return type(value) is str and 0 < len(value) <= limit and not value.isspace() and "\x00" not in value

@@ -55,7 +55,10 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, exceptions.ValidationError):
         details = [e.as_dict() for e in flatten_drf_errors(exc.detail)]
         return error_response("invalid", "The request is invalid.", details, status.HTTP_400_BAD_REQUEST)
-    code = getattr(exc, "default_code", "error")
+    if isinstance(exc, exceptions.APIException):
+        code = exc.default_code
+    else:  # Django's Http404 and PermissionDenied, converted by DRF
+        code = "not_found" if response.status_code == 404 else "permission_denied"
     detail = getattr(exc, "detail", str(exc))
     response.data = {"error": {"code": code, "message": str(detail), "details": []}}
     return response

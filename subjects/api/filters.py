@@ -4,6 +4,7 @@ from django.utils import timezone
 
 from ..models import Relationship, RelationshipType, Subject, SubjectType
 from ..querysets import region_subtree_sql
+from ..schemas import MAX_ID
 
 
 class SubjectTypeFilter(filters.FilterSet):
@@ -32,6 +33,8 @@ class SubjectFilter(filters.FilterSet):
         fields = ["business_line", "brand", "region", "parent", "source", "external_id"]
 
     def filter_within_region(self, queryset, name, value):
+        if not 0 < value < MAX_ID:
+            return queryset.none()
         subtree = region_subtree_sql(int(value))
         return queryset.filter(Q(region_id__in=subtree) | Q(id__in=subtree))
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 
+from auditlog.context import disable_auditlog
 from auditlog.diff import model_instance_diff
 from auditlog.models import LogEntry
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, F, ProtectedError
+from django.db.models import Count, F, ProtectedError, Q
 
 from audit.services import domain_event_record
-from common.errors import ItemError, ServiceError
+from common.errors import ConflictError, ItemError, ServiceError
 
 from ..models import (
     Cardinality,
@@ -61,11 +62,23 @@ def _single(exc: ServiceError) -> ServiceError:
     )
 
 
+def _diff(old, new) -> dict | None:
+    """Field diff over the model's own columns (not reverse relations)."""
+    model = type(old if old is not None else new)
+    return model_instance_diff(old, new, fields_to_check=[f.name for f in model._meta.concrete_fields])
+
+
 def _log(instance, old, actor) -> None:
+    """The django-auditlog entry of one write, with the actor given explicitly.
+
+    Services write these themselves (model signals are disabled around their
+    writes): subjects and relationships are written by SQL, which signals never see,
+    and token users and tasks are invisible to auditlog's middleware.
+    """
     if old is None:
-        action, changes = LogEntry.Action.CREATE, model_instance_diff(None, instance)
+        action, changes = LogEntry.Action.CREATE, _diff(None, instance)
     else:
-        action, changes = LogEntry.Action.UPDATE, model_instance_diff(old, instance)
+        action, changes = LogEntry.Action.UPDATE, _diff(old, instance)
         if not changes:
             return
     LogEntry.objects.log_create(
@@ -100,7 +113,7 @@ def subject_type_save(*, actor, data: Mapping, instance: SubjectType | None = No
     if old and old.scope_role != subject_type.scope_role and subject_type.subjects.exists():
         raise ServiceError.single("scope_role", "The scope role of a type that has subjects cannot change.")
     _full_clean(subject_type)
-    with transaction.atomic():
+    with transaction.atomic(), disable_auditlog():
         subject_type.save()
         _log(subject_type, old, actor)
     return subject_type
@@ -115,8 +128,10 @@ def subject_type_delete(*, actor, subject_type: SubjectType) -> None:
             f"Subject type '{subject_type.code}' has {count} subjects; delete or move them first.",
             "protected",
         )
-    used = RelationshipType.objects.filter(from_type=subject_type) | RelationshipType.objects.filter(
-        to_type=subject_type
+    used = (
+        RelationshipType.objects.filter(from_type=subject_type)
+        | RelationshipType.objects.filter(to_type=subject_type)
+        | RelationshipType.objects.filter(subject_type=subject_type)
     )
     codes = sorted(used.values_list("code", flat=True))
     if codes:
@@ -125,11 +140,11 @@ def subject_type_delete(*, actor, subject_type: SubjectType) -> None:
             f"Subject type '{subject_type.code}' is used by relationship types: {', '.join(codes)}.",
             "protected",
         )
-    with transaction.atomic():
+    with transaction.atomic(), disable_auditlog():
         LogEntry.objects.log_create(
             subject_type,
             action=LogEntry.Action.DELETE,
-            changes=model_instance_diff(subject_type, None),
+            changes=_diff(subject_type, None),
             actor=_actor(actor),
         )
         subject_type.delete()
@@ -154,14 +169,9 @@ def relationship_type_save(*, actor, data: Mapping, instance: RelationshipType |
                     f"'{name.removesuffix('_id')}' cannot change on a type that has relationships.",
                 )
     _full_clean(rtype)
-    with transaction.atomic():
+    with transaction.atomic(), disable_auditlog():
         if rtype.taggable and rtype.subject_type_id is None:
-            rtype.subject_type = SubjectType.objects.create(
-                code=f"rel_{rtype.code}"[:64],
-                name=rtype.name,
-                category=SubjectCategory.RELATIONSHIP,
-                description=f"Subjects of the {rtype.code} relationships, so that they can carry tags.",
-            )
+            rtype.subject_type = _relationship_subject_type(actor, rtype)
         rtype.save()
         if has_relationships and old.cardinality != rtype.cardinality:
             rows = _reslot(rtype)
@@ -174,6 +184,23 @@ def relationship_type_save(*, actor, data: Mapping, instance: RelationshipType |
             )
         _log(rtype, old, actor)
     return rtype
+
+
+def _relationship_subject_type(actor, rtype: RelationshipType) -> SubjectType:
+    """The subject type that a taggable relationship type's relationships are subjects of."""
+    code = f"rel_{rtype.code}"
+    if len(code) > 64 or SubjectType.objects.filter(code=code).exists():
+        raise ServiceError.single(
+            "code", f"Subject type '{code}' is needed for a taggable type and is taken (or too long)."
+        )
+    subject_type = SubjectType.objects.create(
+        code=code,
+        name=rtype.name,
+        category=SubjectCategory.RELATIONSHIP,
+        description=f"Subjects of the {rtype.code} relationships, so that they can carry tags.",
+    )
+    _log(subject_type, None, actor)
+    return subject_type
 
 
 def _reslot(rtype: RelationshipType) -> int:
@@ -212,17 +239,24 @@ def relationship_type_delete(*, actor, relationship_type: RelationshipType) -> N
             f"Relationship type '{relationship_type.code}' has {count} relationships; delete them first.",
             "protected",
         )
-    with transaction.atomic():
+    with transaction.atomic(), disable_auditlog():
         LogEntry.objects.log_create(
             relationship_type,
             action=LogEntry.Action.DELETE,
-            changes=model_instance_diff(relationship_type, None),
+            changes=_diff(relationship_type, None),
             actor=_actor(actor),
         )
         subject_type = relationship_type.subject_type
         relationship_type.delete()
         if subject_type is not None:
-            subject_type.delete()
+            try:
+                subject_type.delete()
+            except ProtectedError as exc:
+                raise ServiceError.single(
+                    "relationship_type",
+                    f"Subject type '{subject_type.code}' still has subjects; delete them first.",
+                    "protected",
+                ) from exc
 
 
 # Subjects and relationships --------------------------------------------------------------
@@ -241,11 +275,15 @@ def subject_save(*, actor, data: Mapping, instance: Subject | None = None) -> Su
             if item[name] != current:
                 raise ServiceError.single(name, f"'{name}' identifies the subject and cannot change.")
     old = Subject.objects.get(pk=instance.pk) if instance else None
-    with transaction.atomic():
+    with transaction.atomic(), disable_auditlog():
         try:
             result = subject_bulk_upsert(actor=actor, items=[item], action="subjects.saved")
         except ServiceError as exc:
             raise _single(exc) from exc
+        if instance is None and result.results[0].status != "created":
+            raise ConflictError.single(
+                "external_id", "A subject with this type, source and external_id exists; update it instead.", "exists"
+            )
         subject = Subject.objects.select_related("subject_type").get(pk=result.results[0].id)
         _log(subject, old, actor)
     return subject
@@ -266,26 +304,28 @@ def _subject_item(subject: Subject) -> dict:
 
 
 def subject_delete(*, actor, subject: Subject) -> None:
+    """Delete a subject with its relationships (and their relationship subjects)."""
+    touching = Relationship.objects.filter(Q(from_subject=subject) | Q(to_subject=subject))
     try:
-        with transaction.atomic():
+        with transaction.atomic(), disable_auditlog():
             LogEntry.objects.log_create(
-                subject,
-                action=LogEntry.Action.DELETE,
-                changes=model_instance_diff(subject, None),
-                actor=_actor(actor),
+                subject, action=LogEntry.Action.DELETE, changes=_diff(subject, None), actor=_actor(actor)
             )
-            deleted = (
-                Relationship.objects.filter(from_subject=subject).count()
-                + Relationship.objects.filter(to_subject=subject).count()
-            )
+            relationship_ids = list(touching.values_list("id", flat=True))
+            own_subjects = list(touching.exclude(subject=None).values_list("subject_id", flat=True))
             subject.delete()
-            if deleted:
+            Subject.objects.filter(id__in=own_subjects).delete()
+            if relationship_ids:
                 domain_event_record(
                     actor=actor,
                     action="relationships.deleted_with_subject",
                     object_type="subjects.relationship",
-                    row_count=deleted,
-                    summary={"subject_id": subject.pk},
+                    row_count=len(relationship_ids),
+                    summary={
+                        "subject_id": subject.pk,
+                        "ids": relationship_ids,
+                        "relationship_subject_ids": own_subjects,
+                    },
                 )
     except ProtectedError as exc:
         raise ServiceError.single(
@@ -307,11 +347,17 @@ def relationship_save(*, actor, data: Mapping, instance: Relationship | None = N
             if item[name] != current:
                 raise ServiceError.single(name, f"'{name}' identifies the relationship and cannot change.")
     old = Relationship.objects.get(pk=instance.pk) if instance else None
-    with transaction.atomic():
+    with transaction.atomic(), disable_auditlog():
         try:
             result = relationship_bulk_upsert(actor=actor, items=[item], action="relationships.saved")
         except ServiceError as exc:
             raise _single(exc) from exc
+        if instance is None and result.results[0].status != "created":
+            raise ConflictError.single(
+                "external_id",
+                "A relationship with this type, source and external_id exists; update it instead.",
+                "exists",
+            )
         relationship = Relationship.objects.select_related("relationship_type").get(pk=result.results[0].id)
         _log(relationship, old, actor)
     return relationship
@@ -332,11 +378,11 @@ def _relationship_item(rel: Relationship) -> dict:
 
 
 def relationship_delete(*, actor, relationship: Relationship) -> None:
-    with transaction.atomic():
+    with transaction.atomic(), disable_auditlog():
         LogEntry.objects.log_create(
             relationship,
             action=LogEntry.Action.DELETE,
-            changes=model_instance_diff(relationship, None),
+            changes=_diff(relationship, None),
             actor=_actor(actor),
         )
         subject = relationship.subject

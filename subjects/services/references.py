@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from django.db import connection
 
+from ..schemas import MAX_ID, valid_text
 from .recordset import recordset_param, recordset_sql
 
 
@@ -33,11 +34,13 @@ def parse_ref(value: object) -> tuple[Ref | None, str | None]:
     if isinstance(value, bool):
         return None, "must be a subject id or an object with source and external_id"
     if isinstance(value, int):
+        if not 0 < value < MAX_ID:
+            return None, f"{value} is not a valid subject id"
         return value, None
     if isinstance(value, dict):
         source, external_id = value.get("source"), value.get("external_id")
         type_code = value.get("type")
-        if not isinstance(source, str) or not source or not isinstance(external_id, str) or not external_id:
+        if not valid_text(source, 64) or not valid_text(external_id, 128):
             return (
                 None,
                 "a reference by key needs non-empty 'source' and 'external_id' strings",

@@ -13,7 +13,7 @@ import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -23,7 +23,7 @@ from audit.services import bulk_write_record
 from common.errors import ConflictError, ItemError, ServiceError
 
 from ..models import Cardinality, RelationshipType
-from ..schemas import attribute_error, validator_for
+from ..schemas import MAX_ID, attribute_error, attributes_encoding_error, valid_text, validator_for
 from .recordset import guarded_upsert, recordset_param, recordset_sql
 from .references import KeyRef, parse_ref, subjects_by_id, subjects_by_key
 from .subject_bulk import BulkResult, ItemResult, upsert_subject_rows
@@ -108,18 +108,27 @@ def relationship_bulk_upsert(
     parsed = _parse(items, errors)
     if not errors:
         _resolve_ends(parsed, errors)
-    if not errors:
-        _assign_slots(parsed)
-        if any(item.slots["from"] is not None or item.slots["to"] is not None for item in parsed):
-            _check_cardinality(parsed, errors)
     if errors:
-        raise ServiceError(
-            f"{len({e.index for e in errors})} of {len(items)} items are invalid.",
-            errors,
-        )
+        raise ServiceError(f"{len({e.index for e in errors})} of {len(items)} items are invalid.", errors)
+    _assign_slots(parsed)
     try:
         with transaction.atomic():
+            limited = {
+                item.rtype.id for item in parsed if item.slots["from"] is not None or item.slots["to"] is not None
+            }
+            if limited:
+                # Checked inside the transaction, with the types locked against a
+                # concurrent cardinality change; PostgreSQL's constraints catch races.
+                _lock_types_for_share(sorted(limited))
+                _check_cardinality(parsed, errors)
+                if errors:
+                    raise ServiceError(f"{len({e.index for e in errors})} of {len(items)} items are invalid.", errors)
             results = _write(parsed)
+            if limited and connection.vendor == "postgresql":
+                with connection.cursor() as cursor:  # surface a cardinality race here, not at an outer commit
+                    cursor.execute(
+                        "SET CONSTRAINTS relationship_from_cardinality, relationship_to_cardinality IMMEDIATE"
+                    )
             counts = {s: sum(1 for r in results if r.status == s) for s in ("created", "updated", "unchanged")}
             written = sorted(r.id for r in results if r.status != "unchanged")
             correlation_id = bulk_write_record(
@@ -164,10 +173,6 @@ def _parse(items: Sequence[Mapping], errors: list[ItemError]) -> list[_Item]:
     return parsed
 
 
-def _good_key(value: object, limit: int) -> bool:
-    return type(value) is str and 0 < len(value) <= limit and not value.isspace()
-
-
 _INVALID = object()
 
 
@@ -178,15 +183,30 @@ def _moment(value: object) -> datetime | object | None:
     if type(value) is not str:
         return _INVALID
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        moment = parse_datetime(value)
-        if moment is None:
-            day = parse_date(value)
-            if day is None:
-                return _INVALID
-            moment = datetime(day.year, day.month, day.day)
-    return timezone.make_aware(moment) if moment.tzinfo is None else moment
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = parse_datetime(value)
+            if moment is None:
+                day = parse_date(value)
+                if day is None:
+                    return _INVALID
+                moment = datetime(day.year, day.month, day.day)
+        moment = timezone.make_aware(moment) if moment.tzinfo is None else moment
+        moment.astimezone(UTC)  # must be storable in UTC (year 1..9999)
+    except (ValueError, OverflowError):  # well-formed but impossible (2024-02-30) or out of range
+        return _INVALID
+    return moment
+
+
+def _finite(value: object) -> bool:
+    """A JSON number that is finite and fits a double."""
+    if type(value) not in (int, float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _parse_valid_item(index: int, raw: object, types: dict, validators: dict) -> _Item | None:
@@ -199,22 +219,25 @@ def _parse_valid_item(index: int, raw: object, types: dict, validators: dict) ->
     source, external_id = raw.get("source"), raw.get("external_id")
     from_, to = raw.get("from"), raw.get("to")
     weight = raw.get("weight", 1.0)
-    attributes = raw.get("attributes") or {}
+    attributes = raw.get("attributes", {})
+    if attributes is None:
+        attributes = {}
     if (
         rtype is None
-        or not _good_key(source, 64)
-        or not _good_key(external_id, 128)
+        or not valid_text(source, 64)
+        or not valid_text(external_id, 128)
         or type(from_) is not int
         or type(to) is not int
-        or type(weight) not in (int, float)
-        or not math.isfinite(weight)
+        or not 0 < from_ < MAX_ID
+        or not 0 < to < MAX_ID
+        or not _finite(weight)
         or type(attributes) is not dict
     ):
         return None
     valid_from, valid_to = _moment(raw.get("valid_from")), _moment(raw.get("valid_to"))
     if valid_from is _INVALID or valid_to is _INVALID or (valid_from and valid_to and valid_to < valid_from):
         return None
-    if attribute_error(validators[code], attributes) is not None:
+    if attribute_error(validators[code], attributes) is not None or attributes_encoding_error(attributes):
         return None
     ends = {"from": from_, "to": to}
     return _Item(index, rtype, source, external_id, ends, float(weight), valid_from, valid_to, attributes)
@@ -251,6 +274,8 @@ def _parse_item(index, raw, types, validators, errors) -> _Item | None:
             )
         elif len(value) > limit:
             errors.append(ItemError(index, name, f"At most {limit} characters.", "max_length"))
+        elif "\x00" in value:
+            errors.append(ItemError(index, name, "Must not contain NUL characters.", "invalid"))
         else:
             key[name] = value
     ends = {}
@@ -268,14 +293,18 @@ def _parse_item(index, raw, types, validators, errors) -> _Item | None:
         else:
             ends[end] = ref
     weight = raw.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+    if not _finite(weight):
         errors.append(ItemError(index, "weight", "Must be a finite number."))
     period = {name: _parse_moment(index, name, raw.get(name), errors) for name in ("valid_from", "valid_to")}
     if period["valid_from"] and period["valid_to"] and period["valid_to"] < period["valid_from"]:
         errors.append(ItemError(index, "valid_to", "Must not be before valid_from.", "invalid_period"))
-    attributes = raw.get("attributes") or {}
+    attributes = raw.get("attributes", {})
+    if attributes is None:
+        attributes = {}
     if not isinstance(attributes, dict):
         errors.append(ItemError(index, "attributes", "Must be a JSON object."))
+    elif problem := attributes_encoding_error(attributes):
+        errors.append(ItemError(index, "attributes", problem))
     elif rtype is not None and (problem := attribute_error(validators[rtype.code], attributes)):
         errors.append(ItemError(index, problem[0], problem[1], "schema"))
     if len(errors) > before:
@@ -354,9 +383,17 @@ def _resolve_ends(items: list[_Item], errors: list[ItemError]) -> None:
                 item.ids[end] = found_id
 
 
+def _lock_types_for_share(type_ids: list[int]) -> None:
+    """Concurrent batches share the lock; a cardinality change (a row update) waits for them."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM subjects_relationshiptype WHERE id = ANY(%s) FOR SHARE", [type_ids])
+
+
 def _check_cardinality(items: list[_Item], errors: list[ItemError]) -> None:
     """At most one open relationship per limited end: within the batch and against storage."""
     batch_keys = {item.key for item in items}
+    by_index = {item.index: item for item in items}
     for end in ("from", "to"):
         claimed: dict[tuple[int, int], int] = {}
         for item in items:
@@ -374,9 +411,9 @@ def _check_cardinality(items: list[_Item], errors: list[ItemError]) -> None:
                     )
                 )
         for (type_id, slot), holder in _stored_slot_holders(end, claimed).items():
-            if holder[1:] not in [k[1:] for k in batch_keys if k[0] == type_id]:
+            if (type_id, *holder[1:]) not in batch_keys:  # a batch item rewrites that holder itself
                 index = claimed[(type_id, slot)]
-                code = next(i.rtype for i in items if i.index == index)
+                code = by_index[index].rtype
                 errors.append(
                     ItemError(
                         index,
@@ -432,9 +469,20 @@ def _write(items: list[_Item]) -> list[ItemResult]:
 
 
 def _relationship_subjects(items: list[_Item]) -> dict[tuple[int, str, str], int]:
-    """Upsert the subjects of taggable relationships; they take the scope of the 'from' end."""
+    """The subjects of taggable relationships, created when missing.
+
+    A new one takes the 'from' end's scope; an existing one is left as it is (its
+    name, attributes and tags are the operators' to change).
+    """
     if not items:
         return {}
+    subject_key = {item.key: (item.rtype.subject_type_id, item.source, item.external_id) for item in items}
+    existing = subjects_by_key(subject_key.values())
+    missing = [item for item in items if subject_key[item.key] not in existing]
+    found = {item.key: existing[subject_key[item.key]] for item in items if subject_key[item.key] in existing}
+    if not missing:
+        return found
+    items = missing
     ends = subjects_by_id(item.ids["from"] for item in items)
     rows = [
         (
@@ -451,4 +499,4 @@ def _relationship_subjects(items: list[_Item]) -> dict[tuple[int, str, str], int
         for item in items
     ]
     results = upsert_subject_rows(rows)
-    return {item.key: result.id for item, result in zip(items, results, strict=True)}
+    return {**found, **{item.key: result.id for item, result in zip(items, results, strict=True)}}

@@ -20,7 +20,7 @@ from audit.services import bulk_write_record
 from common.errors import ItemError, ServiceError
 
 from ..models import ScopeRole, SubjectType
-from ..schemas import attribute_error, validator_for
+from ..schemas import MAX_ID, attribute_error, attributes_encoding_error, valid_text, validator_for
 from .recordset import guarded_upsert
 from .references import KeyRef, Ref, parse_ref, subjects_by_id, subjects_by_key
 
@@ -142,10 +142,6 @@ def _parse(items: Sequence[Mapping], errors: list[ItemError]) -> list[_Item]:
     return parsed
 
 
-def _good_key(value: object, limit: int) -> bool:
-    return type(value) is str and 0 < len(value) <= limit and not value.isspace()
-
-
 def _parse_valid_item(index: int, raw: object, types: dict, validators: dict) -> _Item | None:
     """The fast path for a well-formed item (the common case); ``None`` sends it to
     :func:`_parse_item`, which finds and names every problem."""
@@ -155,22 +151,25 @@ def _parse_valid_item(index: int, raw: object, types: dict, validators: dict) ->
     subject_type = types.get(code) if type(code) is str else None
     source, external_id = raw.get("source"), raw.get("external_id")
     display_name = raw.get("display_name", "")
-    attributes = raw.get("attributes") or {}
+    attributes = raw.get("attributes", {})
+    if attributes is None:
+        attributes = {}
     if (
         subject_type is None
-        or not _good_key(source, 64)
-        or not _good_key(external_id, 128)
+        or not valid_text(source, 64)
+        or not valid_text(external_id, 128)
         or type(display_name) is not str
         or len(display_name) > 255
+        or "\x00" in display_name
         or type(attributes) is not dict
     ):
         return None
     refs = {name: raw.get(name) for name in REF_FIELDS}
-    if any(value is not None and type(value) is not int for value in refs.values()):
+    if any(value is not None and (type(value) is not int or not 0 < value < MAX_ID) for value in refs.values()):
         return None
     if refs["parent"] is not None and not subject_type.scope_role:
         return None
-    if attribute_error(validators[code], attributes) is not None:
+    if attribute_error(validators[code], attributes) is not None or attributes_encoding_error(attributes):
         return None
     return _Item(index, subject_type, source, external_id, display_name, attributes, refs)
 
@@ -201,16 +200,20 @@ def _parse_item(index, raw, types, validators, errors) -> _Item | None:
             )
         elif len(value) > limit:
             errors.append(ItemError(index, name, f"At most {limit} characters.", "max_length"))
+        elif "\x00" in value:
+            errors.append(ItemError(index, name, "Must not contain NUL characters.", "invalid"))
         else:
             key[name] = value
     display_name = raw.get("display_name", "")
-    if not isinstance(display_name, str) or len(display_name) > 255:
-        errors.append(ItemError(index, "display_name", "Must be a string of at most 255 characters."))
+    if not isinstance(display_name, str) or len(display_name) > 255 or "\x00" in display_name:
+        errors.append(ItemError(index, "display_name", "Must be a string of at most 255 characters, without NUL."))
     attributes = raw.get("attributes", {})
     if attributes is None:
         attributes = {}
     if not isinstance(attributes, dict):
         errors.append(ItemError(index, "attributes", "Must be a JSON object."))
+    elif problem := attributes_encoding_error(attributes):
+        errors.append(ItemError(index, "attributes", problem))
     elif subject_type is not None:
         problem = attribute_error(validators[subject_type.code], attributes)
         if problem:
