@@ -28,9 +28,15 @@ class SubjectFilter(filters.FilterSet):
     q = filters.CharFilter(field_name="display_name", lookup_expr="icontains", help_text="Display name contains")
     updated_after = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gt")
 
+    # Plain ids: a model choice filter would list every subject in the browsable API's form.
+    business_line = filters.NumberFilter(field_name="business_line_id")
+    brand = filters.NumberFilter(field_name="brand_id")
+    region = filters.NumberFilter(field_name="region_id", help_text="Region id (exactly; see within_region)")
+    parent = filters.NumberFilter(field_name="parent_id")
+
     class Meta:
         model = Subject
-        fields = ["business_line", "brand", "region", "parent", "source", "external_id"]
+        fields = ["source", "external_id"]
 
     def filter_within_region(self, queryset, name, value):
         if not 0 < value < MAX_ID:

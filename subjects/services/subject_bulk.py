@@ -21,7 +21,7 @@ from common.errors import ItemError, ServiceError
 
 from ..models import ScopeRole, SubjectType
 from ..schemas import MAX_ID, attribute_error, attributes_encoding_error, valid_text, validator_for
-from .recordset import guarded_upsert
+from .recordset import guarded_upsert, recordset_param, recordset_sql
 from .references import KeyRef, Ref, parse_ref, subjects_by_id, subjects_by_key
 
 SCOPE_FIELDS = ("business_line", "brand", "region")
@@ -96,6 +96,7 @@ def subject_bulk_upsert(
         raise ServiceError("References between items of the batch form a cycle.", errors)
     with transaction.atomic():
         results = _write_waves(waves)
+        _refuse_parent_cycles(parsed, results)
         counts = _count(results)
         written = sorted(r.id for r in results if r.status != "unchanged")
         correlation_id = bulk_write_record(
@@ -108,6 +109,33 @@ def subject_bulk_upsert(
         )
     results.sort(key=lambda r: r.index)
     return BulkResult(results=results, correlation_id=correlation_id, counts=counts)
+
+
+def _refuse_parent_cycles(items: list[_Item], results: list[ItemResult]) -> None:
+    """A new parent given by id may close a loop with stored regions: walk up from
+    every written item that has a parent (one recursive statement) and roll back."""
+    id_of = {r.index: r.id for r in results if r.status != "unchanged"}
+    starts = [id_of[item.index] for item in items if item.index in id_of and item.ids.get("parent") is not None]
+    if not starts:
+        return
+    source = recordset_sql(connection, [("id", "bigint")])
+    sql = (
+        "WITH RECURSIVE walk(start, id, depth) AS ("
+        f" SELECT s.id, s.parent_id, 1 FROM subjects_subject s WHERE s.id IN (SELECT r.id FROM {source})"
+        " UNION ALL SELECT w.start, p.parent_id, w.depth + 1 FROM walk w JOIN subjects_subject p ON p.id = w.id"
+        " WHERE p.parent_id IS NOT NULL AND w.id <> w.start AND w.depth < 100"
+        ") SELECT DISTINCT start FROM walk WHERE id = start"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [recordset_param([{"id": i} for i in starts])])
+        looping = {row[0] for row in cursor.fetchall()}
+    if looping:
+        index_of = {id_: index for index, id_ in id_of.items()}
+        errors = [
+            ItemError(index_of[i], "parent", "This parent makes the hierarchy a loop.", "cycle")
+            for i in sorted(looping)
+        ]
+        raise ServiceError("Parents would form a cycle; nothing was written.", errors)
 
 
 def _count(results: list[ItemResult]) -> dict[str, int]:

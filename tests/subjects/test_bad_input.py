@@ -127,3 +127,13 @@ def test_404_and_out_of_range_filters(api, world):
     response = api.get("/api/v1/subjects/999999/")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     assert api.get("/api/v1/subjects/", {"within_region": 2**70}).json()["results"] == []
+
+
+def test_a_parent_by_id_that_closes_a_loop_is_refused(api, world):
+    # Shanghai's parent is China; making China a child of Shanghai would loop.
+    item = {"type": "region", "source": "hq", "external_id": "CN", "display_name": "China", "parent": world.shanghai.id}
+    assert codes(api.post(SUBJECTS, [item], format="json")) == {(0, "parent", "cycle")}
+    world.china.refresh_from_db()
+    assert world.china.parent is None
+    itself = {"type": "region", "source": "hq", "external_id": "SH", "parent": world.shanghai.id}
+    assert codes(api.post(SUBJECTS, [itself], format="json")) == {(0, "parent", "cycle")}
