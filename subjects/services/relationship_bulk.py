@@ -24,6 +24,7 @@ from common.errors import ConflictError, ItemError, ServiceError
 
 from ..models import Cardinality, RelationshipType
 from ..schemas import MAX_ID, attribute_error, attributes_encoding_error, valid_text, validator_for
+from .item_checks import external_key
 from .recordset import guarded_upsert, recordset_param, recordset_sql
 from .references import KeyRef, parse_ref, subjects_by_id, subjects_by_key
 from .subject_bulk import BulkResult, ItemResult, upsert_subject_rows
@@ -260,24 +261,7 @@ def _parse_item(index, raw, types, validators, errors) -> _Item | None:
                 "unknown_type",
             )
         )
-    key = {}
-    for name, limit in (("source", 64), ("external_id", 128)):
-        value = raw.get(name)
-        if not isinstance(value, str) or not value.strip():
-            errors.append(
-                ItemError(
-                    index,
-                    name,
-                    "This field is required and must be a non-empty string.",
-                    "required",
-                )
-            )
-        elif len(value) > limit:
-            errors.append(ItemError(index, name, f"At most {limit} characters.", "max_length"))
-        elif "\x00" in value:
-            errors.append(ItemError(index, name, "Must not contain NUL characters.", "invalid"))
-        else:
-            key[name] = value
+    key = external_key(index, raw, errors)
     ends = {}
     for end in ("from", "to"):
         ref, problem = parse_ref(raw.get(end))

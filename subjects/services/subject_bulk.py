@@ -21,6 +21,7 @@ from common.errors import ItemError, ServiceError
 
 from ..models import ScopeRole, SubjectType
 from ..schemas import MAX_ID, attribute_error, attributes_encoding_error, valid_text, validator_for
+from .item_checks import external_key
 from .recordset import guarded_upsert, recordset_param, recordset_sql
 from .references import KeyRef, Ref, parse_ref, subjects_by_id, subjects_by_key
 
@@ -34,7 +35,6 @@ ITEM_FIELDS = {
     "attributes",
     *REF_FIELDS,
 }
-MAX_KEY = {"source": 64, "external_id": 128}
 
 
 @dataclass
@@ -214,24 +214,7 @@ def _parse_item(index, raw, types, validators, errors) -> _Item | None:
     subject_type = types.get(code) if isinstance(code, str) else None
     if subject_type is None:
         errors.append(ItemError(index, "type", f"Unknown subject type {code!r}.", "unknown_type"))
-    key = {}
-    for name, limit in MAX_KEY.items():
-        value = raw.get(name)
-        if not isinstance(value, str) or not value.strip():
-            errors.append(
-                ItemError(
-                    index,
-                    name,
-                    "This field is required and must be a non-empty string.",
-                    "required",
-                )
-            )
-        elif len(value) > limit:
-            errors.append(ItemError(index, name, f"At most {limit} characters.", "max_length"))
-        elif "\x00" in value:
-            errors.append(ItemError(index, name, "Must not contain NUL characters.", "invalid"))
-        else:
-            key[name] = value
+    key = external_key(index, raw, errors)
     display_name = raw.get("display_name", "")
     if not isinstance(display_name, str) or len(display_name) > 255 or "\x00" in display_name:
         errors.append(ItemError(index, "display_name", "Must be a string of at most 255 characters, without NUL."))
