@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from django.db import connection
 
 from ..schemas import MAX_ID, valid_text
+from .item_checks import KEY_LIMITS
 from .recordset import recordset_param, recordset_sql
 
 
@@ -40,7 +41,7 @@ def parse_ref(value: object) -> tuple[Ref | None, str | None]:
     if isinstance(value, dict):
         source, external_id = value.get("source"), value.get("external_id")
         type_code = value.get("type")
-        if not valid_text(source, 64) or not valid_text(external_id, 128):
+        if not valid_text(source, KEY_LIMITS["source"]) or not valid_text(external_id, KEY_LIMITS["external_id"]):
             return (
                 None,
                 "a reference by key needs non-empty 'source' and 'external_id' strings",

@@ -24,7 +24,7 @@ from common.errors import ConflictError, ItemError, ServiceError
 
 from ..models import Cardinality, RelationshipType
 from ..schemas import MAX_ID, attribute_error, attributes_encoding_error, valid_text, validator_for
-from .item_checks import external_key
+from .item_checks import KEY_LIMITS, external_key
 from .recordset import guarded_upsert, recordset_param, recordset_sql
 from .references import KeyRef, parse_ref, subjects_by_id, subjects_by_key
 from .subject_bulk import BulkResult, ItemResult, upsert_subject_rows
@@ -225,8 +225,8 @@ def _parse_valid_item(index: int, raw: object, types: dict, validators: dict) ->
         attributes = {}
     if (
         rtype is None
-        or not valid_text(source, 64)
-        or not valid_text(external_id, 128)
+        or not valid_text(source, KEY_LIMITS["source"])
+        or not valid_text(external_id, KEY_LIMITS["external_id"])
         or type(from_) is not int
         or type(to) is not int
         or not 0 < from_ < MAX_ID

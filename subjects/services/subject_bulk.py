@@ -21,7 +21,7 @@ from common.errors import ItemError, ServiceError
 
 from ..models import ScopeRole, SubjectType
 from ..schemas import MAX_ID, attribute_error, attributes_encoding_error, valid_text, validator_for
-from .item_checks import external_key
+from .item_checks import KEY_LIMITS, external_key
 from .recordset import guarded_upsert, recordset_param, recordset_sql
 from .references import KeyRef, Ref, parse_ref, subjects_by_id, subjects_by_key
 
@@ -184,8 +184,8 @@ def _parse_valid_item(index: int, raw: object, types: dict, validators: dict) ->
         attributes = {}
     if (
         subject_type is None
-        or not valid_text(source, 64)
-        or not valid_text(external_id, 128)
+        or not valid_text(source, KEY_LIMITS["source"])
+        or not valid_text(external_id, KEY_LIMITS["external_id"])
         or type(display_name) is not str
         or len(display_name) > 255
         or "\x00" in display_name
