@@ -50,6 +50,8 @@ INSTALLED_APPS = [
     "common",
     "audit",
     "subjects",
+    "identity",
+    "tags",
 ]
 
 MIDDLEWARE = [

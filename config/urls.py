@@ -9,6 +9,8 @@ from drf_spectacular.views import (
 
 urlpatterns = [
     path("api/v1/", include("subjects.api.urls")),
+    path("api/v1/", include("identity.api.urls")),
+    path("api/v1/", include("tags.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "api/docs/",
