@@ -7,12 +7,16 @@ and ``field`` a dotted path (``attributes.age``).
 
 from __future__ import annotations
 
+import logging
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from common.errors import ItemError, ServiceError
+
+logger = logging.getLogger("tagweave.api")
 
 
 def error_response(code: str, message: str, details: list[dict], status_code: int) -> Response:
@@ -51,7 +55,11 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     response = drf_exception_handler(exc, context)
     if response is None:
-        return None
+        # An unexpected failure: integrations get the same JSON shape (never an HTML page or
+        # a traceback), and the traceback goes to the log with the view that raised it.
+        view = context.get("view")
+        logger.exception("Unhandled error in %s", type(view).__name__ if view else "API view", exc_info=exc)
+        return error_response("server_error", "Internal server error.", [], status.HTTP_500_INTERNAL_SERVER_ERROR)
     if isinstance(exc, exceptions.ValidationError):
         details = [e.as_dict() for e in flatten_drf_errors(exc.detail)]
         return error_response("invalid", "The request is invalid.", details, status.HTTP_400_BAD_REQUEST)
