@@ -1,0 +1,1 @@
+"""Every write to tags goes through these modules (store, definitions, recompute)."""

@@ -1,0 +1,241 @@
+"""Tags: groups and definitions per subject type, their values, history, rules and events.
+
+A tag value is one row per (tag, subject) whatever produced it — a manual edit, an
+import, a rule or a propagation (``source``) — so readers and the engine need no
+special cases. "No value" is no row. Every change appends a ``TagValueChange``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from subjects.models import Subject, SubjectType, code_validator
+
+
+class ValueType(models.TextChoices):
+    ENUM = "enum", "Enum"
+    MULTI_ENUM = "multi_enum", "Multi-enum"
+    NUMBER = "number", "Number"
+    BOOLEAN = "boolean", "Boolean"
+    TEXT = "text", "Text"
+    DATE = "date", "Date"
+
+
+class TagStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    ACTIVE = "active", "Active"
+    ARCHIVED = "archived", "Archived"
+
+
+class Computation(models.TextChoices):
+    ASSIGNED = "assigned", "Assigned (manual and imported)"
+    RULE = "rule", "Rule"
+    PROPAGATED = "propagated", "Propagated"
+
+
+class ValueSource(models.TextChoices):
+    MANUAL = "manual", "Manual"
+    IMPORTED = "imported", "Imported"
+    RULE = "rule", "Rule"
+    PROPAGATED = "propagated", "Propagated"
+
+
+class DependencyKind(models.TextChoices):
+    RULE = "rule", "Rule"
+    PROPAGATION = "propagation", "Propagation"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class TagGroup(models.Model):
+    subject_type = models.ForeignKey(SubjectType, on_delete=models.PROTECT, related_name="tag_groups")
+    code = models.CharField(max_length=64, validators=[code_validator])
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    position = models.IntegerField(default=0, help_text="Display order within the subject type.")
+
+    class Meta:
+        ordering = ["subject_type", "position", "code"]
+        constraints = [models.UniqueConstraint(fields=["subject_type", "code"], name="tag_group_unique_code")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TagDefinition(models.Model):
+    """A tag of one subject type. ``subject_type`` copies ``group.subject_type`` for set-based joins."""
+
+    group = models.ForeignKey(TagGroup, on_delete=models.PROTECT, related_name="tags")
+    subject_type = models.ForeignKey(SubjectType, on_delete=models.PROTECT, related_name="tag_definitions")
+    code = models.CharField(max_length=64, validators=[code_validator])
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    value_type = models.CharField(max_length=20, choices=ValueType.choices)
+    unit = models.CharField(max_length=32, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_tags"
+    )
+    status = models.CharField(max_length=20, choices=TagStatus.choices, default=TagStatus.DRAFT)
+    computation = models.CharField(max_length=20, choices=Computation.choices, default=Computation.ASSIGNED)
+    version = models.IntegerField(default=0, help_text="The active rule version; 0 if none.")
+    rule = models.ForeignKey(
+        "TagRule", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="The active rule."
+    )
+    last_computed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["subject_type", "group", "code"]
+        constraints = [models.UniqueConstraint(fields=["subject_type", "code"], name="tag_definition_unique_code")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.group_id and self.subject_type_id and self.group.subject_type_id != self.subject_type_id:
+            raise ValidationError({"group": "The group belongs to another subject type."})
+
+
+class TagOption(models.Model):
+    tag = models.ForeignKey(TagDefinition, on_delete=models.CASCADE, related_name="options")
+    value = models.CharField(max_length=64, help_text="The stored code.")
+    label = models.CharField(max_length=200)
+    position = models.IntegerField(default=0)
+
+    class Meta:
+        ordering = ["tag", "position", "value"]
+        constraints = [models.UniqueConstraint(fields=["tag", "value"], name="tag_option_unique_value")]
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class TagRule(models.Model):
+    """One version of a tag's rule document; ``activated_at`` null means a draft."""
+
+    tag = models.ForeignKey(TagDefinition, on_delete=models.CASCADE, related_name="rules")
+    version = models.IntegerField()
+    document = models.JSONField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["tag", "-version"]
+        constraints = [models.UniqueConstraint(fields=["tag", "version"], name="tag_rule_unique_version")]
+
+    def __str__(self) -> str:
+        return f"{self.tag_id} v{self.version}"
+
+
+class TagDependency(models.Model):
+    """``tag`` reads ``depends_on``: recompute ``depends_on`` first, then ``tag``."""
+
+    tag = models.ForeignKey(TagDefinition, on_delete=models.CASCADE, related_name="dependencies")
+    depends_on = models.ForeignKey(TagDefinition, on_delete=models.PROTECT, related_name="dependents")
+    kind = models.CharField(max_length=20, choices=DependencyKind.choices, default=DependencyKind.RULE)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tag", "depends_on"], name="tag_dependency_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.tag_id} → {self.depends_on_id}"
+
+
+class TagValue(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="tag_values", db_index=False)
+    tag = models.ForeignKey(TagDefinition, on_delete=models.CASCADE, related_name="values", db_index=False)
+    value = models.JSONField()
+    source = models.CharField(max_length=20, choices=ValueSource.choices)
+    rule_version = models.IntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(help_text="When the value last changed.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tag", "subject"], name="tag_value_unique")]
+        indexes = [models.Index(fields=["subject"], name="tag_value_subject_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.tag_id}/{self.subject_id}={self.value!r}"
+
+
+class TagValueChange(models.Model):
+    """Append-only history; ``old_value``/``new_value`` null mean absent (added / removed)."""
+
+    id = models.BigAutoField(primary_key=True)
+    subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="tag_value_changes", db_index=False)
+    tag = models.ForeignKey(TagDefinition, on_delete=models.CASCADE, related_name="value_changes", db_index=False)
+    old_value = models.JSONField(null=True, blank=True)
+    new_value = models.JSONField(null=True, blank=True)
+    source = models.CharField(max_length=20, choices=ValueSource.choices)
+    rule_version = models.IntegerField(null=True, blank=True)
+    changed_at = models.DateTimeField()
+    correlation_id = models.UUIDField(default=uuid.uuid4)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["tag", "subject", "changed_at"], name="tag_change_subject_idx"),
+            models.Index(fields=["tag", "changed_at"], name="tag_change_time_idx"),
+            models.Index(fields=["correlation_id"], name="tag_change_correlation_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tag_id}/{self.subject_id}: {self.old_value!r} → {self.new_value!r}"
+
+
+class Event(models.Model):
+    """A behaviour event of a subject (a purchase, a visit); rules aggregate over windows of them."""
+
+    id = models.BigAutoField(primary_key=True)
+    subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="events", db_index=False)
+    type = models.CharField(max_length=64, validators=[code_validator])
+    occurred_at = models.DateTimeField()
+    properties = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=64)
+    event_id = models.CharField(max_length=128, help_text="The external idempotency key.")
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["source", "event_id"], name="event_unique_external_id")]
+        indexes = [models.Index(fields=["subject", "type", "occurred_at"], name="event_subject_type_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.type}@{self.occurred_at:%Y-%m-%d} ({self.subject_id})"
+
+
+class RecomputeJob(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    tag = models.ForeignKey(TagDefinition, on_delete=models.CASCADE, related_name="recompute_jobs")
+    status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    subject_count = models.IntegerField(default=0)
+    chunks_total = models.IntegerField(default=0)
+    chunks_done = models.IntegerField(default=0)
+    rows_changed = models.IntegerField(default=0)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    correlation_id = models.UUIDField(default=uuid.uuid4)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"recompute {self.tag_id} ({self.status})"
