@@ -1,0 +1,192 @@
+"""From a record's raw fields to typed, normalized identifiers and composite values.
+
+Pure functions over a :class:`Rules` snapshot (identifier types, composite keys,
+blocked values, read once per service call), so ingest costs no query per record
+and tests need no database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .normalize import NORMALIZERS, NormalizeError
+
+MAX_VALUES_PER_FIELD = 20
+
+
+@dataclass(frozen=True)
+class TypeRule:
+    id: int
+    code: str
+    normalizer: str
+    fields: tuple[str, ...]
+    strong: bool
+    priority: int
+    max_per_oneid: int | None
+    max_shared_records: int | None
+    scoping: str
+
+
+@dataclass(frozen=True)
+class CompositeRule:
+    id: int
+    code: str
+    parts: tuple[int, ...]  # identifier type ids
+    priority: int
+    max_shared_records: int | None
+
+
+@dataclass
+class Rules:
+    types: list[TypeRule]
+    composites: list[CompositeRule]
+    blocked_exact: dict[int | None, set[str]]
+    blocked_patterns: dict[int | None, list[re.Pattern]]
+    by_id: dict[int, TypeRule] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.by_id = {t.id: t for t in self.types}
+
+    def is_blocked(self, type_id: int, *values: str) -> bool:
+        for scope in (type_id, None):
+            exact = self.blocked_exact.get(scope, ())
+            patterns = self.blocked_patterns.get(scope, ())
+            for value in values:
+                if not value or value.casefold() in exact or any(p.fullmatch(value) for p in patterns):
+                    return True
+        return False
+
+    def shared_limit(self, type_id: int | None, composite_id: int | None) -> int | None:
+        if type_id is not None:
+            return self.by_id[type_id].max_shared_records if type_id in self.by_id else None
+        for composite in self.composites:
+            if composite.id == composite_id:
+                return composite.max_shared_records
+        return None
+
+    def priority(self, type_id: int | None, composite_id: int | None) -> int:
+        if type_id is not None:
+            return self.by_id[type_id].priority if type_id in self.by_id else 1000
+        return next((c.priority for c in self.composites if c.id == composite_id), 1000)
+
+
+def load_rules() -> Rules:
+    from .models import BlockedValue, CompositeKey, IdentifierType, Linking
+
+    types = [
+        TypeRule(
+            t.id,
+            t.code,
+            t.normalizer,
+            tuple(t.fields),
+            t.linking == Linking.STRONG,
+            t.priority,
+            t.max_per_oneid,
+            t.max_shared_records,
+            t.scoping,
+        )
+        for t in IdentifierType.objects.filter(active=True).order_by("priority", "code")
+    ]
+    ids = {t.code: t.id for t in types}
+    composites = [
+        CompositeRule(c.id, c.code, tuple(ids[p] for p in c.parts), c.priority, c.max_shared_records)
+        for c in CompositeKey.objects.filter(active=True).order_by("priority", "code")
+        if all(p in ids for p in c.parts)
+    ]
+    exact: dict[int | None, set[str]] = {}
+    patterns: dict[int | None, list[re.Pattern]] = {}
+    for b in BlockedValue.objects.all():
+        if b.value:
+            exact.setdefault(b.identifier_type_id, set()).add(b.value.casefold())
+        else:
+            patterns.setdefault(b.identifier_type_id, []).append(re.compile(b.pattern, re.IGNORECASE))
+    return Rules(types, composites, exact, patterns)
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """One identifier of a record, ready to store."""
+
+    type_id: int | None
+    composite_id: int | None
+    scope: str
+    value: str
+    key: int
+    status: str  # link | part | blocked
+
+
+@dataclass(frozen=True)
+class SourceScope:
+    """What a record's source contributes to scoping and keys."""
+
+    code: str
+    subject_type_id: int
+    app_id: str
+    open_platform_id: str
+
+    def scope_for(self, scoping: str) -> str:
+        if scoping == "app":
+            return f"app:{self.app_id}" if self.app_id else f"source:{self.code}"
+        if scoping == "source":
+            return f"source:{self.code}"
+        if scoping == "open_platform":
+            return f"open:{self.open_platform_id}" if self.open_platform_id else f"source:{self.code}"
+        return ""
+
+
+def link_key(subject_type_id: int, namespace: str, scope: str, value: str) -> int:
+    """A signed 64-bit digest: the graph node of a value (exact values are kept beside it)."""
+    digest = hashlib.blake2b(f"{subject_type_id}\x1e{namespace}\x1e{scope}\x1e{value}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def extract(raw: Mapping, source: SourceScope, rules: Rules) -> tuple[list[Extracted], list[tuple[str, str]]]:
+    """Identifiers of ``raw`` and the per-field problems ``(field, message)``."""
+    out: list[Extracted] = []
+    problems: list[tuple[str, str]] = []
+    usable: dict[int, list[str]] = {}  # type id -> scoped values, for composite keys
+    seen: set[int] = set()
+    for rule in rules.types:
+        normalizer = NORMALIZERS[rule.normalizer]
+        scope = source.scope_for(rule.scoping)
+        for name in rule.fields:
+            raw_value = raw.get(name)
+            if raw_value is None:
+                continue
+            values = raw_value if isinstance(raw_value, list) else [raw_value]
+            if len(values) > MAX_VALUES_PER_FIELD:
+                problems.append((f"raw.{name}", f"at most {MAX_VALUES_PER_FIELD} values"))
+                continue
+            for position, one in enumerate(values):
+                where = f"raw.{name}" if values is not raw_value else f"raw.{name}.{position}"
+                try:
+                    cleaned = normalizer.clean(one)
+                    if rules.is_blocked(rule.id, cleaned):
+                        value, status = cleaned, "blocked"
+                    else:
+                        value = normalizer.finish(cleaned)
+                        status = "blocked" if rules.is_blocked(rule.id, value) else ("link" if rule.strong else "part")
+                except NormalizeError as exc:
+                    problems.append((where, f"{rule.code} {exc}"))
+                    continue
+                key = link_key(source.subject_type_id, f"t{rule.id}", scope, value)
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append(Extracted(rule.id, None, scope, value, key, status))
+                if status != "blocked":
+                    usable.setdefault(rule.id, []).append(f"{scope}\x1d{value}" if scope else value)
+    for composite in rules.composites:
+        if not all(part in usable for part in composite.parts):
+            continue
+        for combination in itertools.islice(itertools.product(*(usable[p] for p in composite.parts)), 20):
+            value = "\x1f".join(combination)
+            key = link_key(source.subject_type_id, f"c{composite.id}", "", value)
+            if key not in seen:
+                seen.add(key)
+                out.append(Extracted(None, composite.id, "", value, key, "link"))
+    return out, problems

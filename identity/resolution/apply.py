@@ -1,0 +1,210 @@
+"""Turn a partition of records into OneID subjects, assignments and merge history.
+
+Each group keeps the existing OneID that holds most of its records (ties: the
+lowest id), each OneID going to one group at most; groups left without one get a
+new subject. A OneID left without records is retired (``merged_into`` the OneID
+that took most of them), never deleted. Subjects are written with
+``subject_bulk_upsert`` (source ``oneid``), whose guarded write leaves unchanged
+golden records untouched.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from audit.services import domain_event_record
+from subjects.models import Subject, SubjectType
+from subjects.services import subject_bulk_upsert
+
+from .. import signals
+from ..golden import RecordView, golden_record
+from ..models import MergeEvent, MergeKind, OneId, OneIdStatus, SourceRecord, SurvivorshipRule
+from .partition import Partition
+
+ONEID_SOURCE = "oneid"
+
+
+@dataclass
+class Outcome:
+    """What one resolution changed."""
+
+    assignment: dict[int, int] = field(default_factory=dict)  # record -> OneID subject id
+    created: list[int] = field(default_factory=list)
+    retired: list[int] = field(default_factory=list)
+    moved: int = 0
+    merges: list[int] = field(default_factory=list)  # MergeEvent ids
+    splits: list[int] = field(default_factory=list)
+
+
+def choose_oneids(groups: Mapping[int, list[int]], current: Mapping[int, int | None]) -> dict[int, int | None]:
+    """Group representative -> the existing OneID it keeps (or None for a new one)."""
+    pairs = []
+    for rep, records in groups.items():
+        for oneid, n in Counter(current[r] for r in records if current.get(r) is not None).items():
+            pairs.append((-n, oneid, rep))
+    pairs.sort()
+    chosen: dict[int, int | None] = dict.fromkeys(groups)
+    taken: set[int] = set()
+    for _, oneid, rep in pairs:
+        if chosen[rep] is None and oneid not in taken:
+            chosen[rep] = oneid
+            taken.add(oneid)
+    return chosen
+
+
+def strategies() -> dict[str, str]:
+    return dict(SurvivorshipRule.objects.values_list("attribute", "strategy"))
+
+
+def golden_items(groups: Mapping[object, list[int]], ext_ids: Mapping[object, str]) -> list[dict]:
+    """Subject upsert items carrying the golden record of each group (keyed like ``ext_ids``)."""
+    record_ids = [r for records in groups.values() for r in records]
+    views: dict[int, tuple[RecordView, int]] = {}
+    rows = SourceRecord.objects.filter(id__in=record_ids).values_list(
+        "id", "source__trust_rank", "created_at", "updated_at", "raw", "source__subject_type_id"
+    )
+    for id_, trust, created, updated, raw, type_id in rows:
+        views[id_] = (RecordView(id_, trust, created, updated, raw), type_id)
+    types = {t.id: t for t in SubjectType.objects.filter(id__in={v[1] for v in views.values()})}
+    rules = strategies()
+    items = []
+    for group, records in groups.items():
+        subject_type = types[views[records[0]][1]]
+        attributes, name = golden_record([views[r][0] for r in records], subject_type.attribute_schema, rules)
+        items.append(
+            {
+                "type": subject_type.code,
+                "source": ONEID_SOURCE,
+                "external_id": ext_ids[group],
+                "display_name": name,
+                "attributes": attributes,
+            }
+        )
+    return items
+
+
+def apply_partition(
+    *,
+    partition: Partition,
+    current: Mapping[int, int | None],
+    oneids: Iterable[int],
+    actor,
+    correlation_id: uuid.UUID,
+    changed_records: Iterable[int] = (),
+) -> Outcome:
+    groups: dict[int, list[int]] = {}
+    for record, rep in partition.group_of.items():
+        groups.setdefault(rep, []).append(record)
+    chosen = choose_oneids(groups, current)
+    changed = set(changed_records)
+    needs_golden = [
+        rep
+        for rep, records in groups.items()
+        if chosen[rep] is None
+        or any(current.get(r) != chosen[rep] for r in records)
+        or any(r in changed for r in records)
+        or len(records) != _count_of(chosen[rep], current)
+    ]
+    ext = dict(Subject.objects.filter(id__in=[v for v in chosen.values() if v]).values_list("id", "external_id"))
+    ext_ids = {rep: ext[chosen[rep]] if chosen[rep] else uuid.uuid4().hex for rep in needs_golden}
+    outcome = Outcome()
+    if needs_golden:
+        items = golden_items({rep: groups[rep] for rep in needs_golden}, ext_ids)
+        result = subject_bulk_upsert(
+            actor=actor, items=items, correlation_id=correlation_id, action="identity.oneids_upserted"
+        )
+        for rep, item_result in zip(needs_golden, result.results, strict=True):
+            if chosen[rep] is None:
+                chosen[rep] = item_result.id
+                outcome.created.append(item_result.id)
+        OneId.objects.bulk_create([OneId(subject_id=s) for s in outcome.created], ignore_conflicts=True)
+        OneId.objects.filter(subject_id__in=outcome.created).update(status=OneIdStatus.ACTIVE, merged_into=None)
+    for rep, records in groups.items():
+        moving = [r for r in records if current.get(r) != chosen[rep]]
+        if moving:
+            SourceRecord.objects.filter(id__in=moving).update(oneid=chosen[rep])
+            outcome.moved += len(moving)
+        for r in records:
+            outcome.assignment[r] = chosen[rep]
+    kept = set(chosen.values())
+    lost = sorted(set(oneids) - kept)
+    for oneid in lost:
+        heirs = Counter(outcome.assignment[r] for r, o in current.items() if o == oneid)
+        heir = min(heirs, key=lambda h: (-heirs[h], h)) if heirs else None
+        OneId.objects.filter(subject_id=oneid).update(status=OneIdStatus.RETIRED, merged_into=heir)
+        outcome.retired.append(oneid)
+    _history(partition, groups, chosen, current, actor, correlation_id, outcome)
+    if outcome.moved or outcome.created or outcome.merges or outcome.splits:
+        domain_event_record(
+            actor=actor,
+            action="identity.resolved",
+            object_type="identity.sourcerecord",
+            row_count=outcome.moved,
+            summary={
+                "moved": outcome.moved,
+                "created": outcome.created[:1000],
+                "retired": outcome.retired[:1000],
+                "merge_events": outcome.merges + outcome.splits,
+            },
+            correlation_id=correlation_id,
+        )
+    return outcome
+
+
+def _count_of(oneid: int | None, current: Mapping[int, int | None]) -> int:
+    return sum(1 for o in current.values() if o == oneid) if oneid is not None else -1
+
+
+def _history(partition, groups, chosen, current, actor, correlation_id, outcome: Outcome) -> None:
+    """One merge event per group that joined several OneIDs; one split event per OneID torn apart."""
+    for rep, records in groups.items():
+        sources = {current.get(r) for r in records} - {None}
+        if len(sources) < 2:
+            continue
+        crossing = [
+            {"rule": u.rule, "value": u.value, "records": list(u.records)}
+            for u in partition.unions.get(rep, [])
+            if current.get(u.records[0]) != current.get(u.records[1])
+        ]
+        event = MergeEvent.objects.create(
+            kind=MergeKind.MERGE,
+            oneid_id=chosen[rep],
+            others=sorted(sources - {chosen[rep]}),
+            rule=crossing[0]["rule"] if crossing else "",
+            evidence=crossing,
+            records=sorted(records),
+            actor=actor if actor is not None and actor.is_authenticated else None,
+            correlation_id=correlation_id,
+        )
+        outcome.merges.append(event.id)
+        signals.oneid_merged.send(
+            sender=MergeEvent,
+            survivor=chosen[rep],
+            merged=sorted(sources - {chosen[rep]}),
+            record_ids=sorted(records),
+            event=event,
+        )
+    by_old: dict[int, set[int]] = {}
+    for record, old in current.items():
+        if old is not None:
+            by_old.setdefault(old, set()).add(outcome.assignment[record])
+    for old, targets in by_old.items():
+        if len(targets) < 2:
+            continue
+        keeper = old if old in targets else min(targets)
+        into = {t: sorted(r for r, o in current.items() if o == old and outcome.assignment[r] == t) for t in targets}
+        event = MergeEvent.objects.create(
+            kind=MergeKind.SPLIT,
+            oneid_id=keeper,
+            others=sorted(targets - {keeper}),
+            rule="rules",
+            evidence=[{"rule": u.rule, "value": u.value, "records": list(u.records)} for u in partition.refused][:50],
+            records=sorted(r for r, o in current.items() if o == old),
+            actor=actor if actor is not None and actor.is_authenticated else None,
+            correlation_id=correlation_id,
+        )
+        outcome.splits.append(event.id)
+        signals.oneid_split.send(sender=MergeEvent, source=old, parts=into, event=event)

@@ -1,0 +1,256 @@
+"""Ingest of source records: validate and normalize the batch, write it set-based, resolve it.
+
+Idempotent by (source, external id): a record whose raw fields did not change
+(same content hash) writes nothing and is not re-resolved; a changed one
+replaces its earlier version and its identifiers. All or nothing: any malformed
+item or value rejects the batch with errors naming index and field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+from django.db import connection, transaction
+from django.utils import timezone
+
+from audit.services import bulk_write_record
+from common.errors import ItemError, ServiceError
+from subjects.schemas import attributes_encoding_error, valid_text
+
+from ..extract import Extracted, Rules, SourceScope, extract, load_rules
+from ..models import Identifier, SourceRecord, SourceSystem
+from ..resolution.incremental import resolve_records
+
+ITEM_FIELDS = {"source", "external_id", "raw"}
+MAX_RAW_BYTES = 64 * 1024
+
+
+@dataclass
+class RecordResult:
+    index: int
+    id: int
+    status: str  # created | updated | unchanged
+    oneid: int | None = None
+    warnings: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class RecordsResult:
+    results: list[RecordResult]
+    correlation_id: uuid.UUID
+    counts: dict[str, int]
+    merges: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Item:
+    index: int
+    source: SourceSystem
+    external_id: str
+    raw: dict
+    content_hash: str
+    identifiers: list[Extracted]
+
+
+def content_hash(raw: Mapping) -> str:
+    return hashlib.blake2b(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
+def source_record_bulk_upsert(
+    *,
+    actor,
+    items: Sequence[Mapping],
+    max_items: int | None = None,
+    resolve: bool = True,
+    correlation_id: uuid.UUID | None = None,
+    rules: Rules | None = None,
+) -> RecordsResult:
+    """Create or update source records by (source, external_id); resolve what changed.
+
+    ``resolve=False`` only stores records and identifiers (a bulk load followed by
+    :func:`identity.resolution.batch.resolve_all`).
+    """
+    if max_items is not None and len(items) > max_items:
+        raise ServiceError.single("items", f"A batch holds at most {max_items} items; got {len(items)}.", "too_many")
+    rules = rules or load_rules()
+    errors: list[ItemError] = []
+    parsed = _parse(items, rules, errors)
+    if errors:
+        raise ServiceError(f"{len({e.index for e in errors})} of {len(items)} items are invalid.", errors)
+    correlation_id = correlation_id or uuid.uuid4()
+    with transaction.atomic():
+        results = _write_records(parsed)
+        changed = [(item, r) for item, r in zip(parsed, results, strict=True) if r.status != "unchanged"]
+        removed = _replace_identifiers(changed, rules)
+        counts = {s: sum(1 for r in results if r.status == s) for s in ("created", "updated", "unchanged")}
+        bulk_write_record(
+            actor=actor,
+            action="identity.source_records_upserted",
+            object_type="identity.sourcerecord",
+            counts=counts,
+            ids=sorted(r.id for _, r in changed),
+            correlation_id=correlation_id,
+        )
+        merges: list[int] = []
+        if resolve and changed:
+            outcome = resolve_records(
+                record_ids=[r.id for _, r in changed],
+                actor=actor,
+                changed_keys=removed,
+                correlation_id=correlation_id,
+                rules=rules,
+            )
+            merges = outcome.merges
+        if resolve:
+            oneids = dict(SourceRecord.objects.filter(id__in=[r.id for r in results]).values_list("id", "oneid_id"))
+            for result in results:
+                result.oneid = oneids.get(result.id)
+    _warn(parsed, results, rules)
+    return RecordsResult(results, correlation_id, counts, merges)
+
+
+def _parse(items: Sequence[Mapping], rules: Rules, errors: list[ItemError]) -> list[_Item]:
+    codes = {i.get("source") for i in items if isinstance(i, Mapping) and isinstance(i.get("source"), str)}
+    sources = {s.code: s for s in SourceSystem.objects.filter(code__in=codes)}
+    scopes = {c: SourceScope(s.code, s.subject_type_id, s.app_id, s.open_platform_id) for c, s in sources.items()}
+    parsed: list[_Item] = []
+    seen: dict[tuple[int, str], int] = {}
+    for index, raw_item in enumerate(items):
+        before = len(errors)
+        if not isinstance(raw_item, Mapping):
+            errors.append(ItemError(index, "", "Each item must be a JSON object."))
+            continue
+        for name in sorted(set(raw_item) - ITEM_FIELDS):
+            errors.append(ItemError(index, name, "Unknown field.", "unknown_field"))
+        source = sources.get(raw_item.get("source")) if isinstance(raw_item.get("source"), str) else None
+        if source is None:
+            errors.append(ItemError(index, "source", "No source system with this code.", "not_found"))
+        external_id = raw_item.get("external_id")
+        if not valid_text(external_id, 128):
+            errors.append(ItemError(index, "external_id", "Must be a non-blank string of at most 128 characters."))
+        raw = raw_item.get("raw", {})
+        if not isinstance(raw, dict):
+            errors.append(ItemError(index, "raw", "Must be a JSON object."))
+        elif problem := attributes_encoding_error(raw):
+            errors.append(ItemError(index, "raw", problem))
+        elif len(orjson.dumps(raw)) > MAX_RAW_BYTES:
+            errors.append(ItemError(index, "raw", f"Must encode to at most {MAX_RAW_BYTES} bytes."))
+        if len(errors) > before:
+            continue
+        identifiers, problems = extract(raw, scopes[source.code], rules)
+        for where, message in problems:
+            errors.append(ItemError(index, where, message, "invalid_identifier"))
+        first = seen.setdefault((source.id, external_id), index)
+        if first != index:
+            errors.append(ItemError(index, "external_id", f"Duplicate of item {first} (same source and external_id)."))
+        if len(errors) == before:
+            parsed.append(_Item(index, source, external_id, raw, content_hash(raw), identifiers))
+    return parsed
+
+
+RECORD_COLUMNS = [
+    ("source_id", "bigint"),
+    ("external_id", "text"),
+    ("raw", "jsonb"),
+    ("content_hash", "text"),
+    ("brand_id", "bigint"),
+]
+
+
+def _write_records(items: list[_Item]) -> list[RecordResult]:
+    """One guarded upsert: new rows inserted, changed rows (other content hash) updated."""
+    if not items:
+        return []
+    now = timezone.now()
+    rows = [(i.source.id, i.external_id, i.raw, i.content_hash, i.source.brand_id) for i in items]
+    names = ", ".join(n for n, _ in RECORD_COLUMNS)
+    source, params = _stage(rows)
+    stamp = now.isoformat() if connection.vendor == "postgresql" else connection.ops.adapt_datetimefield_value(now)
+    sql = (
+        f"INSERT INTO identity_sourcerecord AS t ({names}, created_at, updated_at)"
+        f" SELECT {', '.join('r.' + n for n, _ in RECORD_COLUMNS)}, %s, %s FROM {source}"
+        " WHERE true ORDER BY r.source_id, r.external_id"
+        " ON CONFLICT (source_id, external_id) DO UPDATE SET raw = excluded.raw,"
+        " content_hash = excluded.content_hash, brand_id = excluded.brand_id, updated_at = excluded.updated_at"
+        " WHERE t.content_hash <> excluded.content_hash OR t.brand_id IS DISTINCT FROM excluded.brand_id"
+        " RETURNING id, source_id, external_id, created_at = updated_at"
+    )
+    written: dict[tuple[int, str], tuple[int, str]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [stamp, stamp, *params])
+        for id_, source_id, external_id, created in cursor.fetchall():
+            written[(source_id, external_id)] = (id_, "created" if created else "updated")
+        if len(written) < len(items):
+            cursor.execute(
+                f"SELECT t.id, t.source_id, t.external_id FROM {source} JOIN identity_sourcerecord t"
+                " ON t.source_id = r.source_id AND t.external_id = r.external_id",
+                params,
+            )
+            for id_, source_id, external_id in cursor.fetchall():
+                written.setdefault((source_id, external_id), (id_, "unchanged"))
+    return [RecordResult(i.index, *written[(i.source.id, i.external_id)]) for i in items]
+
+
+def _stage(rows: list[tuple]) -> tuple[str, list]:
+    """Where the upsert reads the batch: a COPY-filled temporary table (PostgreSQL) or JSON (SQLite)."""
+    if connection.vendor != "postgresql":
+        names = [n for n, _ in RECORD_COLUMNS]
+        fields = ", ".join(
+            f"json(json_extract(value, '$.{n}')) AS {n}" if t == "jsonb" else f"json_extract(value, '$.{n}') AS {n}"
+            for n, t in RECORD_COLUMNS
+        )
+        payload = orjson.dumps([dict(zip(names, row, strict=True)) for row in rows]).decode()
+        return f"(SELECT {fields} FROM json_each(%s)) AS r", [payload]
+    definition = ", ".join(f"{n} {t}" for n, t in RECORD_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS tw_stage_identity_record ({definition})")
+        cursor.execute("TRUNCATE tw_stage_identity_record")
+        with cursor.cursor.copy("COPY tw_stage_identity_record FROM STDIN") as copy:
+            for source_id, external_id, raw, hash_, brand in rows:
+                copy.write_row((source_id, external_id, orjson.dumps(raw).decode(), hash_, brand))
+    return "tw_stage_identity_record r", []
+
+
+IDENTIFIER_COLUMNS = ("record_id", "identifier_type_id", "composite_key_id", "scope", "value", "key", "status")
+
+
+def _replace_identifiers(changed: list[tuple[_Item, RecordResult]], rules: Rules) -> dict[int, int | None]:
+    """Drop the identifiers of updated records and write the new ones; returns removed key -> shared limit."""
+    updated = [r.id for _, r in changed if r.status == "updated"]
+    removed: dict[int, int | None] = {}
+    if updated:
+        old = Identifier.objects.filter(record_id__in=updated, status="link")
+        for key, type_id, composite_id in old.values_list("key", "identifier_type_id", "composite_key_id"):
+            removed[key] = rules.shared_limit(type_id, composite_id)
+        Identifier.objects.filter(record_id__in=updated).delete()
+    rows = [
+        (r.id, e.type_id, e.composite_id, e.scope, e.value, e.key, e.status)
+        for item, r in changed
+        for e in item.identifiers
+    ]
+    if not rows:
+        return removed
+    if connection.vendor == "postgresql":
+        columns = ", ".join(IDENTIFIER_COLUMNS)
+        with (
+            connection.cursor() as cursor,
+            cursor.cursor.copy(f"COPY identity_identifier ({columns}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+    else:
+        Identifier.objects.bulk_create([Identifier(**dict(zip(IDENTIFIER_COLUMNS, row, strict=True))) for row in rows])
+    return removed
+
+
+def _warn(items: list[_Item], results: list[RecordResult], rules: Rules) -> None:
+    """Blocked values are reported on the item that carried them."""
+    for item, result in zip(items, results, strict=True):
+        for e in item.identifiers:
+            if e.status == "blocked":
+                code = rules.by_id[e.type_id].code if e.type_id in rules.by_id else "?"
+                result.warnings.append({"type": code, "value": e.value, "reason": "blocked"})
