@@ -1,0 +1,412 @@
+"""Batch resolution of every record: links out of PostgreSQL, scipy components, one write back.
+
+1. The linking identifiers ``(record, key, rule)`` and the records ``(id, OneID)``
+   are read with binary ``COPY`` straight into numpy arrays.
+2. Values over their shared limit are dropped (``np.unique`` counts); records and
+   values become the nodes of a sparse bipartite graph (manual links add
+   record–record edges) and ``scipy.sparse.csgraph.connected_components`` labels it.
+3. A component where a constraint could refuse a union (both sides of a
+   do-not-link, or more distinct values of a limited type than allowed) is
+   re-partitioned by the exact rule of :mod:`.partition`, the same function the
+   incremental path uses; every other component *is* its group. So batch and
+   incremental give the same partition.
+4. Groups are matched to existing OneIDs (most records kept), new ones get a
+   subject with its golden record through ``subject_bulk_upsert`` (set-based),
+   and the changed assignments go back with ``COPY`` into a staging table and one
+   ``UPDATE``. Merge and split events record what changed.
+
+The run holds a ``SHARE ROW EXCLUSIVE`` lock on the source records (concurrent
+ingest waits; readers do not). SQLite (tests) reads the same arrays through the ORM.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+from django.db import connection, transaction
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from audit.services import domain_event_record
+from subjects.models import Subject
+from subjects.services import subject_bulk_upsert
+
+from .. import signals
+from ..extract import Rules, load_rules
+from ..models import DoNotLinkSide, Identifier, ManualLink, MergeEvent, MergeKind, OneId, OneIdStatus, SourceRecord
+from .apply import choose_oneids, golden_items
+from .partition import partition
+from .region import Region, region_graph, rule_label, value_label
+
+SUBJECT_CHUNK = 20_000
+
+
+@dataclass
+class BatchResult:
+    records: int = 0
+    identifiers: int = 0
+    groups: int = 0
+    moved: int = 0
+    created: int = 0
+    retired: int = 0
+    merges: int = 0
+    splits: int = 0
+    conflicted_components: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    correlation_id: uuid.UUID | None = None
+
+
+def _copy_out(sql: str, width: int) -> np.ndarray:
+    """Rows of ``width`` NOT NULL bigints from a binary COPY, as an (n, width) int64 array."""
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT binary)") as copy:
+        buffer = b"".join(bytes(chunk) for chunk in copy)
+    fields = [("n", ">i2")]
+    for i in range(width):
+        fields += [(f"l{i}", ">i4"), (f"v{i}", ">i8")]
+    rows = np.frombuffer(buffer, dtype=np.dtype(fields), offset=19, count=(len(buffer) - 21) // (2 + 12 * width))
+    return (
+        np.stack([rows[f"v{i}"].astype(np.int64) for i in range(width)], axis=1)
+        if len(rows)
+        else np.empty((0, width), np.int64)
+    )
+
+
+def read_links() -> np.ndarray:
+    """``(record, key, rule ref)``: rule ref is the identifier type id, or minus the composite key id."""
+    if connection.vendor == "postgresql":
+        return _copy_out(
+            "SELECT record_id, key, coalesce(identifier_type_id, -composite_key_id)::bigint"
+            " FROM identity_identifier WHERE status = 'link'",
+            3,
+        )
+    rows = Identifier.objects.filter(status="link").values_list(
+        "record_id", "key", "identifier_type_id", "composite_key_id"
+    )
+    return np.array([(r, k, t if t is not None else -c) for r, k, t, c in rows], dtype=np.int64).reshape(-1, 3)
+
+
+def read_records() -> np.ndarray:
+    """``(record id, current OneID or 0)`` ordered by id."""
+    if connection.vendor == "postgresql":
+        return _copy_out("SELECT id, coalesce(oneid_id, 0) FROM identity_sourcerecord ORDER BY id", 2)
+    rows = SourceRecord.objects.order_by("id").values_list("id", "oneid_id")
+    return np.array([(r, o or 0) for r, o in rows], dtype=np.int64).reshape(-1, 2)
+
+
+def shared_limit_mask(links: np.ndarray, rules: Rules) -> tuple[np.ndarray, dict[int, int]]:
+    """Which link rows are under their value's shared limit, and each key's holder count."""
+    if not len(links):
+        return np.zeros(0, bool), {}
+    keys, inverse, counts = np.unique(links[:, 1], return_inverse=True, return_counts=True)
+    refs = links[:, 2]
+    limit = np.full(len(links), np.iinfo(np.int64).max, dtype=np.int64)
+    for ref in np.unique(refs):
+        value = rules.shared_limit(int(ref), None) if ref > 0 else rules.shared_limit(None, int(-ref))
+        if value is not None:
+            limit[refs == ref] = value
+    holders = counts[inverse]
+    return holders <= limit, {"keys": keys, "counts": counts}
+
+
+def components(records: np.ndarray, links: np.ndarray, manual: list[tuple[int, int]]) -> np.ndarray:
+    """Component label of every record (aligned with ``records``)."""
+    n = len(records)
+    if not len(links) and not manual:
+        return np.arange(n)
+    key_ids, key_index = np.unique(links[:, 1], return_inverse=True) if len(links) else (np.zeros(0), np.zeros(0))
+    rows = np.searchsorted(records, links[:, 0]) if len(links) else np.zeros(0, np.int64)
+    cols = n + key_index
+    if manual:
+        pairs = np.array(manual, dtype=np.int64)
+        rows = np.concatenate([rows, np.searchsorted(records, pairs[:, 0])])
+        cols = np.concatenate([cols, np.searchsorted(records, pairs[:, 1])])
+    size = n + len(key_ids)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(size, size)).tocsr()
+    _, labels = connected_components(graph, directed=False)
+    return labels[:n]
+
+
+def _conflicted(records: np.ndarray, labels: np.ndarray, links: np.ndarray, rules: Rules) -> set[int]:
+    """Labels of components where a do-not-link or a per-OneID limit could refuse a union."""
+    bad: set[int] = set()
+    sides: dict[int, dict[str, set[int]]] = {}
+    for record, constraint, side in DoNotLinkSide.objects.values_list("record_id", "constraint_id", "side"):
+        position = np.searchsorted(records, record)
+        if position < len(records) and records[position] == record:
+            sides.setdefault(constraint, {}).setdefault(side, set()).add(int(labels[position]))
+    for by_side in sides.values():
+        bad |= by_side.get("a", set()) & by_side.get("b", set())
+    limited = {t.id: t.max_per_oneid for t in rules.types if t.max_per_oneid is not None}
+    for type_id, limit in limited.items():
+        rows = links[links[:, 2] == type_id]
+        if not len(rows):
+            continue
+        owner = labels[np.searchsorted(records, rows[:, 0])]
+        pairs = np.unique(np.stack([owner, rows[:, 1]], axis=1), axis=0)
+        owners, counts = np.unique(pairs[:, 0], return_counts=True)
+        bad |= {int(x) for x in owners[counts > limit]}
+    return bad
+
+
+def resolve_all(*, actor=None, rules: Rules | None = None, refresh_golden: bool = False) -> BatchResult:
+    """Re-partition every record; writes only what changed (a re-run writes nothing)."""
+    import time
+
+    rules = rules or load_rules()
+    result = BatchResult(correlation_id=uuid.uuid4())
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        result.timings[name] = round(now - clock, 3)
+        clock = now
+
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("LOCK TABLE identity_sourcerecord IN SHARE ROW EXCLUSIVE MODE")
+        links = read_links()
+        table = read_records()
+        lap("read")
+        records, current = table[:, 0], table[:, 1]
+        result.records, result.identifiers = len(records), len(links)
+        mask, stats = shared_limit_mask(links, rules)
+        linking = links[mask] if len(links) else links
+        manual = list(ManualLink.objects.values_list("record_a_id", "record_b_id"))
+        labels = components(records, linking, manual)
+        lap("components")
+        labels = _exact_where_constrained(records, current, labels, linking, stats, rules, result)
+        lap("constraints")
+        _write(records, current, labels, links, actor, rules, result, refresh_golden, lap)
+    return result
+
+
+def _exact_where_constrained(records, current, labels, linking, stats, rules, result) -> np.ndarray:
+    bad = _conflicted(records, labels, linking, rules)
+    result.conflicted_components = len(bad)
+    if not bad:
+        return labels
+    labels = labels.copy()
+    in_bad = np.isin(labels, list(bad))
+    region = Region(records={int(r) for r in records[in_bad]})
+    region.holders = dict(zip(stats["keys"].tolist(), stats["counts"].tolist(), strict=True))
+    graph, _ = region_graph(region, rules)
+    parts = partition(graph).group_of
+    next_label = int(labels.max()) + 1
+    fresh: dict[int, int] = {}
+    for position in np.flatnonzero(in_bad):
+        rep = parts[int(records[position])]
+        if rep not in fresh:
+            fresh[rep] = next_label
+            next_label += 1
+        labels[position] = fresh[rep]
+    return labels
+
+
+def _choose(labels: np.ndarray, current: np.ndarray) -> dict[int, int]:
+    """Label -> existing OneID it keeps (the one holding most of its records, each OneID once)."""
+    held = current > 0
+    if not held.any():
+        return {}
+    pairs, counts = np.unique(np.stack([labels[held], current[held]], axis=1), axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))
+    pairs, counts = pairs[order], counts[order]
+    first = np.ones(len(pairs), bool)
+    first[1:] = pairs[1:, 0] != pairs[:-1, 0]
+    best = pairs[first]
+    oneids, taken = np.unique(best[:, 1], return_counts=True)
+    contested = set(oneids[taken > 1].tolist())
+    chosen = {int(label): int(oneid) for label, oneid in best if int(oneid) not in contested}
+    if contested:
+        involved = {int(label) for label, oneid in best if int(oneid) in contested}
+        groups = {label: [] for label in involved}
+        cur: dict[int, int | None] = {}
+        for i in np.flatnonzero(np.isin(labels, list(involved))):
+            groups[int(labels[i])].append(i)
+            cur[i] = int(current[i]) or None
+        taken_ids = set(chosen.values())
+        for label, oneid in choose_oneids(
+            groups, {i: (o if o not in taken_ids else None) for i, o in cur.items()}
+        ).items():
+            if oneid is not None:
+                chosen[label] = oneid
+    return chosen
+
+
+def _write(records, current, labels, links, actor, rules, result: BatchResult, refresh_golden, lap) -> None:
+    chosen = _choose(labels, current)
+    unique_labels = np.unique(labels)
+    result.groups = len(unique_labels)
+    target = np.array([chosen.get(int(label), 0) for label in unique_labels], dtype=np.int64)
+    new_oneid = target[np.searchsorted(unique_labels, labels)]
+    moved_mask = new_oneid != current
+    changed_labels = set(labels[moved_mask].tolist()) | {int(x) for x in unique_labels[target == 0]}
+    if refresh_golden:
+        changed_labels = set(unique_labels.tolist())
+    lap("match")
+    created = _golden(records, labels, changed_labels, chosen, actor, result)
+    lap("golden")
+    if created:
+        for label, oneid in created.items():
+            chosen[label] = oneid
+        target = np.array([chosen.get(int(label), 0) for label in unique_labels], dtype=np.int64)
+        new_oneid = target[np.searchsorted(unique_labels, labels)]
+        moved_mask = new_oneid != current
+    result.moved = int(moved_mask.sum())
+    _write_assignment(records[moved_mask], new_oneid[moved_mask])
+    lap("assignment")
+    _history(records, current, labels, new_oneid, links, actor, rules, result)
+    if result.moved or result.created or result.merges or result.splits:
+        domain_event_record(
+            actor=actor,
+            action="identity.batch_resolved",
+            object_type="identity.sourcerecord",
+            row_count=result.moved,
+            summary={
+                "records": result.records,
+                "groups": result.groups,
+                "moved": result.moved,
+                "created": result.created,
+                "retired": result.retired,
+                "merges": result.merges,
+                "splits": result.splits,
+            },
+            correlation_id=result.correlation_id,
+        )
+    lap("history")
+
+
+def _golden(records, labels, changed_labels, chosen, actor, result) -> dict[int, int]:
+    """Upsert the OneID subjects of changed groups in chunks; returns label -> new subject id."""
+    if not changed_labels:
+        return {}
+    changed = np.isin(labels, list(changed_labels))
+    by_label: dict[int, list[int]] = {}
+    for label, record in zip(labels[changed].tolist(), records[changed].tolist(), strict=True):
+        by_label.setdefault(label, []).append(record)
+    existing = dict(
+        Subject.objects.filter(id__in=[chosen[x] for x in by_label if x in chosen]).values_list("id", "external_id")
+    )
+    created: dict[int, int] = {}
+    order = sorted(by_label)
+    for start in range(0, len(order), SUBJECT_CHUNK):
+        part = order[start : start + SUBJECT_CHUNK]
+        ext = {x: existing[chosen[x]] if x in chosen else uuid.uuid4().hex for x in part}
+        items = golden_items({x: by_label[x] for x in part}, ext)
+        upserted = subject_bulk_upsert(
+            actor=actor, items=items, correlation_id=result.correlation_id, action="identity.oneids_upserted"
+        )
+        for label, item in zip(part, upserted.results, strict=True):
+            if label not in chosen:
+                created[label] = item.id
+    if created:
+        OneId.objects.bulk_create([OneId(subject_id=s) for s in created.values()], batch_size=10_000)
+    result.created = len(created)
+    return created
+
+
+def _write_assignment(ids: np.ndarray, oneids: np.ndarray) -> None:
+    if not len(ids):
+        return
+    if connection.vendor != "postgresql":
+        for oneid in np.unique(oneids):
+            SourceRecord.objects.filter(id__in=ids[oneids == oneid].tolist()).update(oneid=int(oneid))
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS tw_stage_identity_assignment (id bigint, oneid bigint)")
+        cursor.execute("TRUNCATE tw_stage_identity_assignment")
+        with cursor.cursor.copy("COPY tw_stage_identity_assignment (id, oneid) FROM STDIN") as copy:
+            copy.write(b"".join(b"%d\t%d\n" % pair for pair in zip(ids.tolist(), oneids.tolist(), strict=True)))
+        cursor.execute(
+            "UPDATE identity_sourcerecord s SET oneid_id = a.oneid FROM tw_stage_identity_assignment a"
+            " WHERE s.id = a.id AND s.oneid_id IS DISTINCT FROM a.oneid"
+        )
+
+
+def _history(records, current, labels, new_oneid, links, actor, rules, result: BatchResult) -> None:
+    """Merge events for groups that joined OneIDs, split events for OneIDs torn apart, retirements."""
+    held = current > 0
+    if not held.any():
+        return
+    pairs = np.unique(np.stack([new_oneid[held], current[held]], axis=1), axis=0)
+    targets, sources_per_target = np.unique(pairs[:, 0], return_counts=True)
+    olds, targets_per_old = np.unique(pairs[:, 1], return_counts=True)
+    alive = set(new_oneid.tolist())
+    lost = [int(o) for o in olds if int(o) not in alive]
+    actor_id = actor if actor is not None and actor.is_authenticated else None
+    events: list[tuple[MergeEvent, dict]] = []
+    for target in targets[sources_per_target > 1].tolist():
+        members = np.flatnonzero(new_oneid == target)
+        olds_here = sorted(set(current[members].tolist()) - {0})
+        evidence = _evidence(records[members], current[members], links, rules)
+        event = MergeEvent(
+            kind=MergeKind.MERGE,
+            oneid_id=target,
+            others=[o for o in olds_here if o != target],
+            rule=evidence[0]["rule"] if evidence else "",
+            evidence=evidence,
+            records=sorted(records[members].tolist()),
+            actor=actor_id,
+            correlation_id=result.correlation_id,
+        )
+        events.append((event, {"survivor": target, "merged": event.others, "record_ids": event.records}))
+    for old in olds[targets_per_old > 1].tolist():
+        members = np.flatnonzero(current == old)
+        parts: dict[int, list[int]] = {}
+        for i in members:
+            parts.setdefault(int(new_oneid[i]), []).append(int(records[i]))
+        keeper = old if old in parts else min(parts)
+        event = MergeEvent(
+            kind=MergeKind.SPLIT,
+            oneid_id=keeper,
+            others=sorted(set(parts) - {keeper}),
+            rule="rules",
+            records=sorted(records[members].tolist()),
+            actor=actor_id,
+            correlation_id=result.correlation_id,
+        )
+        events.append((event, {"source": old, "parts": parts}))
+    MergeEvent.objects.bulk_create([e for e, _ in events])
+    for event, payload in events:
+        signal = signals.oneid_merged if event.kind == MergeKind.MERGE else signals.oneid_split
+        signal.send(sender=MergeEvent, event=event, **payload)
+        if event.kind == MergeKind.MERGE:
+            result.merges += 1
+        else:
+            result.splits += 1
+    for old in lost:
+        heirs = Counter(new_oneid[current == old].tolist())
+        heir = min(heirs, key=lambda h: (-heirs[h], h))
+        OneId.objects.filter(subject_id=old).update(status=OneIdStatus.RETIRED, merged_into=heir)
+    result.retired = len(lost)
+
+
+def _evidence(records: np.ndarray, owners: np.ndarray, links: np.ndarray, rules: Rules) -> list[dict]:
+    """Values held by records of different former OneIDs: why they were merged."""
+    rows = links[np.isin(links[:, 0], records)]
+    owner_of = dict(zip(records.tolist(), owners.tolist(), strict=True))
+    by_key: dict[int, set[int]] = {}
+    for record, key, _ in rows.tolist():
+        by_key.setdefault(key, set()).add(record)
+    crossing = [k for k, rs in by_key.items() if len({owner_of[r] for r in rs}) > 1]
+    details = Identifier.objects.filter(record_id__in=records.tolist(), key__in=crossing).values_list(
+        "key", "identifier_type_id", "composite_key_id", "value"
+    )
+    seen: dict[int, dict] = {}
+    for key, type_id, composite_id, value in details:
+        seen.setdefault(
+            key,
+            {
+                "rule": rule_label(rules, type_id, composite_id),
+                "value": value_label(value),
+                "records": sorted(by_key[key]),
+                "_p": rules.priority(type_id, composite_id),
+            },
+        )
+    evidence = sorted(seen.values(), key=lambda e: (e.pop("_p"), e["rule"], e["value"]))
+    return orjson.loads(orjson.dumps(evidence))
