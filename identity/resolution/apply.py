@@ -22,6 +22,7 @@ from subjects.services import subject_bulk_upsert
 from .. import signals
 from ..golden import RecordView, golden_record
 from ..models import MergeEvent, MergeKind, OneId, OneIdStatus, SourceRecord, SurvivorshipRule
+from ..relationships import follow_records
 from .partition import Partition
 
 ONEID_SOURCE = "oneid"
@@ -136,6 +137,9 @@ def apply_partition(
         heir = min(heirs, key=lambda h: (-heirs[h], h)) if heirs else None
         OneId.objects.filter(subject_id=oneid).update(status=OneIdStatus.RETIRED, merged_into=heir)
         outcome.retired.append(oneid)
+    moves = {r: (current.get(r), new) for r, new in outcome.assignment.items() if current.get(r) != new}
+    heirs = dict(OneId.objects.filter(subject_id__in=outcome.retired).values_list("subject_id", "merged_into_id"))
+    follow_records(moves=moves, heirs=heirs, actor=actor, correlation_id=correlation_id)
     _history(partition, groups, chosen, current, actor, correlation_id, outcome)
     if outcome.moved or outcome.created or outcome.merges or outcome.splits:
         domain_event_record(

@@ -38,6 +38,7 @@ from subjects.services import subject_bulk_upsert
 from .. import signals
 from ..extract import Rules, load_rules
 from ..models import DoNotLinkSide, Identifier, ManualLink, MergeEvent, MergeKind, OneId, OneIdStatus, SourceRecord
+from ..relationships import follow_records
 from .apply import choose_oneids, golden_items
 from .partition import partition
 from .region import Region, region_graph, rule_label, value_label
@@ -261,6 +262,7 @@ def _write(records, current, labels, links, actor, rules, result: BatchResult, r
     _write_assignment(records[moved_mask], new_oneid[moved_mask])
     lap("assignment")
     _history(records, current, labels, new_oneid, links, actor, rules, result)
+    _follow(records, current, new_oneid, moved_mask, actor, result)
     if result.moved or result.created or result.merges or result.splits:
         domain_event_record(
             actor=actor,
@@ -384,6 +386,22 @@ def _history(records, current, labels, new_oneid, links, actor, rules, result: B
         heir = min(heirs, key=lambda h: (-heirs[h], h))
         OneId.objects.filter(subject_id=old).update(status=OneIdStatus.RETIRED, merged_into=heir)
     result.retired = len(lost)
+
+
+def _follow(records, current, new_oneid, moved_mask, actor, result: BatchResult) -> None:
+    """Relationships of records that left an existing OneID follow them (see identity.relationships)."""
+    leaving = moved_mask & (current > 0)
+    if not leaving.any():
+        return
+    moves = {
+        int(r): (int(o), int(n)) for r, o, n in zip(records[leaving], current[leaving], new_oneid[leaving], strict=True)
+    }
+    heirs = dict(
+        OneId.objects.filter(subject_id__in={o for o, _ in moves.values()}, status=OneIdStatus.RETIRED).values_list(
+            "subject_id", "merged_into_id"
+        )
+    )
+    follow_records(moves=moves, heirs=heirs, actor=actor, correlation_id=result.correlation_id)
 
 
 def _evidence(records: np.ndarray, owners: np.ndarray, links: np.ndarray, rules: Rules) -> list[dict]:

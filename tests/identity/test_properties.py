@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from identity.models import Identifier, MergeEvent, OneId, SourceRecord
 from identity.resolution.batch import resolve_all
+from identity.services import oneid_split
 from subjects.models import Subject
 
 from .helpers import partition, push
@@ -37,6 +38,13 @@ def reset():
     Identifier.objects.all().delete()
     SourceRecord.objects.all().delete()
     MergeEvent.objects.all().delete()
+    OneId.objects.all().delete()
+    Subject.objects.filter(source="oneid").delete()
+
+
+def reset_assignments():
+    """Forget every OneID but keep records, identifiers and operators' constraints."""
+    SourceRecord.objects.update(oneid=None)
     OneId.objects.all().delete()
     Subject.objects.filter(source="oneid").delete()
 
@@ -89,3 +97,26 @@ def test_batch_over_incremental_state_changes_nothing(sources, records):
     result = resolve_all()
     assert (result.moved, result.created, result.merges, result.splits) == (0, 0, 0, 0)
     assert partition() == expected
+
+
+@SETTINGS
+@given(records=records_strategy, data=st.data())
+def test_split_then_re_resolve_keeps_the_split(sources, records, data):
+    incremental(records)
+    groups = [
+        sorted(SourceRecord.objects.filter(oneid=o).values_list("id", flat=True))
+        for o in OneId.objects.filter(status="active").values_list("subject_id", flat=True)
+    ]
+    groups = [g for g in groups if len(g) > 1]
+    if not groups:
+        return
+    group = data.draw(st.sampled_from(groups))
+    side = data.draw(st.lists(st.sampled_from(group), min_size=1, max_size=len(group) - 1, unique=True))
+    oneid = SourceRecord.objects.get(id=group[0]).oneid_id
+    oneid_split(actor=None, oneid=oneid, records=side)
+    after = partition()
+    assert resolve_all().moved == 0
+    assert partition() == after
+    reset_assignments()
+    resolve_all()
+    assert partition() == after
