@@ -46,6 +46,8 @@ class Rules:
     composites: list[CompositeRule]
     blocked_exact: dict[int | None, set[str]]
     blocked_patterns: dict[int | None, list[re.Pattern]]
+    strategies: dict[str, str] = field(default_factory=dict)  # golden record: attribute -> strategy
+    subject_types: dict[int, tuple[str, dict]] = field(default_factory=dict)  # OneID types: id -> (code, schema)
     by_id: dict[int, TypeRule] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -75,7 +77,9 @@ class Rules:
 
 
 def load_rules() -> Rules:
-    from .models import BlockedValue, CompositeKey, IdentifierType, Linking
+    from subjects.models import SubjectType
+
+    from .models import BlockedValue, CompositeKey, IdentifierType, Linking, SourceSystem, SurvivorshipRule
 
     types = [
         TypeRule(
@@ -104,7 +108,12 @@ def load_rules() -> Rules:
             exact.setdefault(b.identifier_type_id, set()).add(b.value.casefold())
         else:
             patterns.setdefault(b.identifier_type_id, []).append(re.compile(b.pattern, re.IGNORECASE))
-    return Rules(types, composites, exact, patterns)
+    strategies = dict(SurvivorshipRule.objects.values_list("attribute", "strategy"))
+    subject_types = {
+        t.id: (t.code, t.attribute_schema)
+        for t in SubjectType.objects.filter(id__in=SourceSystem.objects.values("subject_type_id"))
+    }
+    return Rules(types, composites, exact, patterns, strategies, subject_types)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ from subjects.models import Subject, SubjectType
 from subjects.services import subject_bulk_upsert
 
 from .. import signals
+from ..extract import Rules
 from ..golden import RecordView, golden_record
-from ..models import MergeEvent, MergeKind, OneId, OneIdStatus, SourceRecord, SurvivorshipRule
+from ..models import MergeEvent, MergeKind, OneId, OneIdStatus, SourceRecord
 from ..relationships import follow_records
 from .partition import Partition
 
@@ -56,11 +57,7 @@ def choose_oneids(groups: Mapping[int, list[int]], current: Mapping[int, int | N
     return chosen
 
 
-def strategies() -> dict[str, str]:
-    return dict(SurvivorshipRule.objects.values_list("attribute", "strategy"))
-
-
-def golden_items(groups: Mapping[object, list[int]], ext_ids: Mapping[object, str]) -> list[dict]:
+def golden_items(groups: Mapping[object, list[int]], ext_ids: Mapping[object, str], rules: Rules) -> list[dict]:
     """Subject upsert items carrying the golden record of each group (keyed like ``ext_ids``)."""
     record_ids = [r for records in groups.values() for r in records]
     views: dict[int, tuple[RecordView, int]] = {}
@@ -69,15 +66,17 @@ def golden_items(groups: Mapping[object, list[int]], ext_ids: Mapping[object, st
     )
     for id_, trust, created, updated, raw, type_id in rows:
         views[id_] = (RecordView(id_, trust, created, updated, raw), type_id)
-    types = {t.id: t for t in SubjectType.objects.filter(id__in={v[1] for v in views.values()})}
-    rules = strategies()
     items = []
     for group, records in groups.items():
-        subject_type = types[views[records[0]][1]]
-        attributes, name = golden_record([views[r][0] for r in records], subject_type.attribute_schema, rules)
+        type_id = views[records[0]][1]
+        if type_id not in rules.subject_types:
+            subject_type = SubjectType.objects.get(id=type_id)
+            rules.subject_types[type_id] = (subject_type.code, subject_type.attribute_schema)
+        code, schema = rules.subject_types[type_id]
+        attributes, name = golden_record([views[r][0] for r in records], schema, rules.strategies)
         items.append(
             {
-                "type": subject_type.code,
+                "type": code,
                 "source": ONEID_SOURCE,
                 "external_id": ext_ids[group],
                 "display_name": name,
@@ -94,6 +93,7 @@ def apply_partition(
     oneids: Iterable[int],
     actor,
     correlation_id: uuid.UUID,
+    rules: Rules,
     changed_records: Iterable[int] = (),
 ) -> Outcome:
     groups: dict[int, list[int]] = {}
@@ -113,7 +113,7 @@ def apply_partition(
     ext_ids = {rep: ext[chosen[rep]] if chosen[rep] else uuid.uuid4().hex for rep in needs_golden}
     outcome = Outcome()
     if needs_golden:
-        items = golden_items({rep: groups[rep] for rep in needs_golden}, ext_ids)
+        items = golden_items({rep: groups[rep] for rep in needs_golden}, ext_ids, rules)
         result = subject_bulk_upsert(
             actor=actor, items=items, correlation_id=correlation_id, action="identity.oneids_upserted"
         )

@@ -250,7 +250,7 @@ def _write(records, current, labels, links, actor, rules, result: BatchResult, r
     if refresh_golden:
         changed_labels = set(unique_labels.tolist())
     lap("match")
-    created = _golden(records, labels, changed_labels, chosen, actor, result)
+    created = _golden(records, labels, changed_labels, chosen, actor, rules, result)
     lap("golden")
     if created:
         for label, oneid in created.items():
@@ -283,7 +283,7 @@ def _write(records, current, labels, links, actor, rules, result: BatchResult, r
     lap("history")
 
 
-def _golden(records, labels, changed_labels, chosen, actor, result) -> dict[int, int]:
+def _golden(records, labels, changed_labels, chosen, actor, rules, result) -> dict[int, int]:
     """Upsert the OneID subjects of changed groups in chunks; returns label -> new subject id."""
     if not changed_labels:
         return {}
@@ -299,7 +299,7 @@ def _golden(records, labels, changed_labels, chosen, actor, result) -> dict[int,
     for start in range(0, len(order), SUBJECT_CHUNK):
         part = order[start : start + SUBJECT_CHUNK]
         ext = {x: existing[chosen[x]] if x in chosen else uuid.uuid4().hex for x in part}
-        items = golden_items({x: by_label[x] for x in part}, ext)
+        items = golden_items({x: by_label[x] for x in part}, ext, rules)
         upserted = subject_bulk_upsert(
             actor=actor, items=items, correlation_id=result.correlation_id, action="identity.oneids_upserted"
         )

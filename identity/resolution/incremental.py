@@ -68,6 +68,7 @@ def resolve_records(
                     oneids=region.oneids,
                     actor=actor,
                     correlation_id=correlation_id,
+                    rules=rules,
                     changed_records=seeds,
                 )
         except OperationalError as exc:

@@ -47,8 +47,61 @@ def _holders(keys: list[int], cap: int) -> list[tuple[int, int]]:
     return list(Identifier.objects.filter(key__in=keys, status=IdentifierStatus.LINK).values_list("key", "record_id"))
 
 
+ROUND_SQL = """
+WITH s AS (SELECT unnest(%(records)s::bigint[]) AS id),
+ o AS (SELECT DISTINCT r.oneid_id AS id FROM identity_sourcerecord r JOIN s ON r.id = s.id
+       WHERE r.oneid_id IS NOT NULL AND r.oneid_id <> ALL(%(oneids)s::bigint[])),
+ k AS (SELECT DISTINCT i.key, i.identifier_type_id AS t, i.composite_key_id AS c
+       FROM identity_identifier i JOIN s ON i.record_id = s.id WHERE i.status = 'link'),
+ kk AS (SELECT key FROM k WHERE key <> ALL(%(keys)s::bigint[]) UNION SELECT unnest(%(extra)s::bigint[]))
+SELECT 'o', id, NULL::bigint FROM o
+UNION ALL SELECT 'r', r.id, NULL FROM identity_sourcerecord r WHERE r.oneid_id IN (SELECT id FROM o)
+UNION ALL SELECT 'k', k.key, coalesce(k.t, -k.c)::bigint FROM k
+UNION ALL SELECT 'h', kk.key, h.record_id FROM kk CROSS JOIN LATERAL
+  (SELECT i.record_id FROM identity_identifier i WHERE i.key = kk.key AND i.status = 'link' LIMIT %(cap)s) h
+UNION ALL SELECT 'm', m.record_b_id, NULL FROM identity_manuallink m WHERE m.record_a_id IN (SELECT id FROM s)
+UNION ALL SELECT 'm', m.record_a_id, NULL FROM identity_manuallink m WHERE m.record_b_id IN (SELECT id FROM s)
+"""
+
+
+def _round_postgresql(records, region, extra) -> list[tuple]:
+    """One round of the closure in one statement (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            ROUND_SQL,
+            {
+                "records": sorted(records),
+                "oneids": sorted(region.oneids),
+                "keys": sorted(region.keys),
+                "extra": sorted(extra),
+                "cap": HOLDER_CAP,
+            },
+        )
+        return cursor.fetchall()
+
+
+def _round_orm(records, region, extra) -> list[tuple]:
+    """The same round through the ORM (SQLite)."""
+    rows: list[tuple] = []
+    oneids = set(SourceRecord.objects.filter(id__in=records).exclude(oneid=None).values_list("oneid_id", flat=True))
+    oneids -= region.oneids
+    rows += [("o", o, None) for o in oneids]
+    rows += [("r", r, None) for r in SourceRecord.objects.filter(oneid_id__in=oneids).values_list("id", flat=True)]
+    keys = set()
+    for key, type_id, composite_id in Identifier.objects.filter(
+        record_id__in=records, status=IdentifierStatus.LINK
+    ).values_list("key", "identifier_type_id", "composite_key_id"):
+        rows.append(("k", key, type_id if type_id is not None else -composite_id))
+        keys.add(key)
+    wanted = (keys - region.keys) | set(extra)
+    rows += [("h", k, r) for k, r in _holders(sorted(wanted), HOLDER_CAP)]
+    rows += [("m", b, None) for b in ManualLink.objects.filter(record_a_id__in=records).values_list("record_b_id", flat=True)]
+    rows += [("m", a, None) for a in ManualLink.objects.filter(record_b_id__in=records).values_list("record_a_id", flat=True)]
+    return rows
+
+
 def collect_region(seeds: Iterable[int], rules: Rules, changed_keys: Mapping[int, int | None] | None = None) -> Region:
-    """Breadth-first closure from ``seeds``; typically three rounds of three small queries.
+    """Breadth-first closure from ``seeds``: one statement per round, typically three rounds.
 
     A value held by the seeds (or removed from them: ``changed_keys``) is followed
     while its holder count is within ``limit + len(seeds)``: its count changed by
@@ -59,37 +112,33 @@ def collect_region(seeds: Iterable[int], rules: Rules, changed_keys: Mapping[int
     forced = set(limit_of)
     new_records = set(seeds)
     slack = len(new_records)
-    new_keys = set(forced)
+    extra = set(forced)
     first = True
-    while new_records or new_keys:
+    one_round = _round_postgresql if connection.vendor == "postgresql" else _round_orm
+    while new_records:
+        rows = one_round(new_records, region, extra)
         region.records |= new_records
-        rows = SourceRecord.objects.filter(id__in=new_records).exclude(oneid=None).values_list("oneid_id", flat=True)
-        new_oneids = set(rows) - region.oneids
-        region.oneids |= new_oneids
         found: set[int] = set()
-        if new_oneids:
-            found |= set(SourceRecord.objects.filter(oneid_id__in=new_oneids).values_list("id", flat=True))
-        for key, type_id, composite_id in Identifier.objects.filter(
-            record_id__in=new_records, status=IdentifierStatus.LINK
-        ).values_list("key", "identifier_type_id", "composite_key_id"):
-            limit_of.setdefault(key, rules.shared_limit(type_id, composite_id))
-            if first:
-                forced.add(key)
-            if key not in region.keys:
-                new_keys.add(key)
-        found |= set(ManualLink.objects.filter(record_a_id__in=new_records).values_list("record_b_id", flat=True))
-        found |= set(ManualLink.objects.filter(record_b_id__in=new_records).values_list("record_a_id", flat=True))
-        new_keys -= region.keys
-        region.keys |= new_keys
         by_key: dict[int, list[int]] = {}
-        for key, record in _holders(sorted(new_keys), HOLDER_CAP):
-            by_key.setdefault(key, []).append(record)
+        for kind, a, b in rows:
+            if kind == "o":
+                region.oneids.add(a)
+            elif kind in ("r", "m"):
+                found.add(a)
+            elif kind == "k":
+                limit_of.setdefault(a, rules.shared_limit(b, None) if b > 0 else rules.shared_limit(None, -b))
+                if first:
+                    forced.add(a)
+                region.keys.add(a)
+            else:
+                by_key.setdefault(a, []).append(b)
+        region.keys |= extra
         for key, records in by_key.items():
             region.holders[key] = len(records)
             limit = limit_of.get(key)
             if limit is None or len(records) <= limit + (slack if key in forced else 0):
                 found.update(records)
-        new_keys = set()
+        extra = set()
         first = False
         new_records = found - region.records
     return region

@@ -96,6 +96,7 @@ def source_record_bulk_upsert(
             correlation_id=correlation_id,
         )
         merges: list[int] = []
+        assigned: dict[int, int] = {}
         if resolve and changed:
             outcome = resolve_records(
                 record_ids=[r.id for _, r in changed],
@@ -104,11 +105,13 @@ def source_record_bulk_upsert(
                 correlation_id=correlation_id,
                 rules=rules,
             )
-            merges = outcome.merges
+            merges, assigned = outcome.merges, outcome.assignment
         if resolve:
-            oneids = dict(SourceRecord.objects.filter(id__in=[r.id for r in results]).values_list("id", "oneid_id"))
+            missing = [r.id for r in results if r.id not in assigned]
+            if missing:
+                assigned.update(SourceRecord.objects.filter(id__in=missing).values_list("id", "oneid_id"))
             for result in results:
-                result.oneid = oneids.get(result.id)
+                result.oneid = assigned.get(result.id)
     _warn(parsed, results, rules)
     return RecordsResult(results, correlation_id, counts, merges)
 
@@ -195,8 +198,17 @@ def _write_records(items: list[_Item]) -> list[RecordResult]:
     return [RecordResult(i.index, *written[(i.source.id, i.external_id)]) for i in items]
 
 
+SMALL_BATCH = 200
+
+
 def _stage(rows: list[tuple]) -> tuple[str, list]:
-    """Where the upsert reads the batch: a COPY-filled temporary table (PostgreSQL) or JSON (SQLite)."""
+    """Where the upsert reads the batch: a COPY-filled temporary table (large batches on
+    PostgreSQL) or one JSON parameter (small batches: no temporary-table round trips; SQLite)."""
+    if connection.vendor == "postgresql" and len(rows) <= SMALL_BATCH:
+        names = [n for n, _ in RECORD_COLUMNS]
+        definition = ", ".join(f"{n} {t}" for n, t in RECORD_COLUMNS)
+        payload = orjson.dumps([dict(zip(names, row, strict=True)) for row in rows]).decode()
+        return f"jsonb_to_recordset(%s::jsonb) AS r({definition})", [payload]
     if connection.vendor != "postgresql":
         names = [n for n, _ in RECORD_COLUMNS]
         fields = ", ".join(
