@@ -5,6 +5,8 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from tags.api.profile_serializers import SubjectTagGroupSerializer
+
 from ..models import Relationship, RelationshipType, Subject, SubjectType
 
 
@@ -67,6 +69,16 @@ class SubjectSerializer(serializers.ModelSerializer):
             "id", "type", "display_name", "attributes", "business_line", "brand", "region", "parent",
             "source", "external_id", "created_at", "updated_at",
         ]  # fmt: skip
+        read_only_fields = fields
+
+
+class SubjectDetailSerializer(SubjectSerializer):
+    """One subject with its tags grouped by tag group (``tags`` is filled by the view in two queries)."""
+
+    tags = SubjectTagGroupSerializer(many=True, read_only=True, source="tag_groups_shown")
+
+    class Meta(SubjectSerializer.Meta):
+        fields = [*SubjectSerializer.Meta.fields, "tags"]
         read_only_fields = fields
 
 

@@ -12,6 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common.errors import ServiceError
+from tags.api.profile import subject_tag_groups
+from tags.api.profile_serializers import SubjectTagGroupSerializer
 
 from .. import services
 from ..models import Relationship, RelationshipType, Subject, SubjectType
@@ -24,6 +26,7 @@ from .serializers import (
     RelationshipTypeSerializer,
     RelationshipWriteSerializer,
     SubjectBulkRequestSerializer,
+    SubjectDetailSerializer,
     SubjectSerializer,
     SubjectTypeSerializer,
     SubjectWriteSerializer,
@@ -139,6 +142,7 @@ class RelationshipTypeViewSet(ServiceBackedViewSet):
 
 
 @extend_schema_view(
+    retrieve=extend_schema(responses={200: SubjectDetailSerializer, 404: ErrorSerializer}),
     create=extend_schema(request=SubjectWriteSerializer, responses={201: SubjectSerializer, **ERRORS}),
     update=extend_schema(request=SubjectWriteSerializer, responses={200: SubjectSerializer, **ERRORS}),
     partial_update=extend_schema(request=SubjectWriteSerializer, responses={200: SubjectSerializer, **ERRORS}),
@@ -152,6 +156,22 @@ class SubjectViewSet(ServiceBackedViewSet):
 
     def save_service(self, data, instance=None):
         return services.subject_save(actor=self.request.user, data=data, instance=instance)
+
+    def retrieve(self, request, *args, **kwargs):
+        """The subject and its tags grouped by tag group: two queries for the tags, however many."""
+        subject = self.get_object()
+        subject.tag_groups_shown = subject_tag_groups(subject.pk)
+        return Response(SubjectDetailSerializer(subject, context=self.get_serializer_context()).data)
+
+    @extend_schema(
+        responses={200: SubjectTagGroupSerializer(many=True), 404: ErrorSerializer},
+        summary="The subject's tags grouped by tag group, with source and freshness",
+    )
+    @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
+    def tags(self, request: Request, pk=None) -> Response:
+        _require(request, "tags.view_tagvalue")
+        subject = self.get_object()
+        return Response(SubjectTagGroupSerializer(subject_tag_groups(subject.pk), many=True).data)
 
     def delete_service(self, instance):
         services.subject_delete(actor=self.request.user, subject=instance)

@@ -1,0 +1,93 @@
+"""A subject's tags grouped by tag group, built from two queries whatever the number of tags.
+
+Shared by the subject API resource and the subject's admin page, so both show the
+same thing: per group (in display order) each tag's value with its option
+label(s), source, rule version and when it last changed, plus the tag's
+freshness (``computed_at``: when its rule last ran over all subjects).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tags.models import TagOption, TagValue
+
+VALUE_FIELDS = (
+    "subject_id",
+    "value",
+    "source",
+    "rule_version",
+    "updated_at",
+    "tag_id",
+    "tag__code",
+    "tag__name",
+    "tag__value_type",
+    "tag__unit",
+    "tag__computation",
+    "tag__last_computed_at",
+    "tag__group_id",
+    "tag__group__code",
+    "tag__group__name",
+    "tag__group__position",
+)
+
+
+def _labels(tag_ids: Iterable[int]) -> dict[tuple[int, str], str]:
+    rows = TagOption.objects.filter(tag_id__in=set(tag_ids)).values_list("tag_id", "value", "label")
+    return {(tag_id, value): label for tag_id, value, label in rows}
+
+
+def _label_of(labels: dict, tag_id: int, value: object) -> str | list[str] | None:
+    if isinstance(value, list):
+        return [labels.get((tag_id, v), v) for v in value]
+    if isinstance(value, str):
+        return labels.get((tag_id, value))
+    return None
+
+
+def subjects_tag_groups(subject_ids: Iterable[int]) -> dict[int, list[dict]]:
+    """``{subject_id: [group, …]}``; subjects without values map to ``[]`` (two queries)."""
+    ids = sorted(set(subject_ids))
+    result: dict[int, list[dict]] = {i: [] for i in ids}
+    rows = list(
+        TagValue.objects.filter(subject_id__in=ids)
+        .order_by("subject_id", "tag__group__position", "tag__group__code", "tag__code")
+        .values_list(*VALUE_FIELDS)
+    )
+    if not rows:
+        return result
+    labels = _labels(row[5] for row in rows)
+    groups: dict[tuple[int, int], dict] = {}
+    for row in rows:
+        entry = dict(zip(VALUE_FIELDS, row, strict=True))
+        key = (entry["subject_id"], entry["tag__group_id"])
+        group = groups.get(key)
+        if group is None:
+            group = {"code": entry["tag__group__code"], "name": entry["tag__group__name"], "tags": []}
+            groups[key] = group
+            result[entry["subject_id"]].append(group)
+        group["tags"].append(_tag_entry(entry, labels))
+    return result
+
+
+def _tag_entry(entry: dict, labels: dict) -> dict:
+    label = _label_of(labels, entry["tag_id"], entry["value"])
+    return {
+        "id": entry["tag_id"],
+        "code": entry["tag__code"],
+        "name": entry["tag__name"],
+        "value_type": entry["tag__value_type"],
+        "unit": entry["tag__unit"],
+        "computation": entry["tag__computation"],
+        "value": entry["value"],
+        "label": label if not isinstance(label, list) else None,
+        "labels": label if isinstance(label, list) else None,
+        "source": entry["source"],
+        "rule_version": entry["rule_version"],
+        "updated_at": entry["updated_at"],
+        "computed_at": entry["tag__last_computed_at"],
+    }
+
+
+def subject_tag_groups(subject_id: int) -> list[dict]:
+    return subjects_tag_groups([subject_id])[subject_id]
