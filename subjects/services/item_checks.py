@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import orjson
+
 from common.errors import ItemError
 
 KEY_LIMITS = {"source": 64, "external_id": 128}
@@ -23,3 +25,19 @@ def external_key(index: int, raw: Mapping, errors: list[ItemError]) -> dict[str,
         else:
             key[name] = value
     return key
+
+
+def encoded_attributes(attributes: object) -> str | None:
+    """``attributes`` as JSON text when every backend can store it, else ``None``.
+
+    The fast item paths encode once, here, and the write reuses the text; the
+    conditions are those of :func:`subjects.schemas.attributes_encoding_error`
+    (64-bit integers, no NUL in text), which the detailed paths use to say why.
+    """
+    try:
+        encoded = orjson.dumps(attributes)
+    except orjson.JSONEncodeError:
+        return None
+    if b"\\u0000" in encoded:
+        return None
+    return encoded.decode()

@@ -7,7 +7,9 @@ upsert of 1,000 rows is one statement with one parameter, whatever the backend.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
 
@@ -39,6 +41,19 @@ def recordset_param(rows: Sequence[dict]) -> str:
     return orjson.dumps(rows).decode()
 
 
+def id_list_sql(connection: BaseDatabaseWrapper) -> str:
+    """A FROM-clause item named ``r`` with one column ``id``, read from one ``%s``
+    parameter holding a JSON array of integers (see :func:`id_list_param`)."""
+    if connection.vendor == "postgresql":
+        return "(SELECT value::bigint AS id FROM json_array_elements_text(%s::json)) AS r"
+    return "(SELECT value AS id FROM json_each(%s)) AS r"
+
+
+def id_list_param(ids: Sequence[int]) -> str:
+    """The parameter for :func:`id_list_sql`."""
+    return orjson.dumps(ids).decode()
+
+
 def db_datetime(connection: BaseDatabaseWrapper, value: datetime | None) -> object:
     """A datetime as the backend stores it (ISO text with offset on PostgreSQL)."""
     if value is None:
@@ -68,9 +83,15 @@ def guarded_upsert(
     streamed with ``COPY`` into a session-local staging table and matched with a
     ``LATERAL`` probe (a plan that does not depend on table statistics), all in
     one statement; SQLite reads the batch from one JSON parameter.
+
+    A ``jsonb`` value may be given already encoded (``str`` of JSON text), so a
+    caller that encoded it to check it does not pay for it twice.
     """
     if not rows:
         return []
+    if not connection.in_atomic_block:  # the staged rows live until the transaction ends
+        with transaction.atomic(using=connection.alias):
+            return guarded_upsert(connection, table=table, columns=columns, key=key, rows=rows, now=now)
     key_of = itemgetter(*[[name for name, _ in columns].index(k) for k in key])
     keys = [key_of(row) for row in rows]
     width = len(key)
@@ -80,7 +101,7 @@ def guarded_upsert(
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             for row in _upsert_postgresql(connection, cursor, table, columns, key, source, stamps):
-                outcome[tuple(row[:width])] = (row[width], row[width + 1])
+                outcome[row[:width]] = (row[width], row[width + 1])
         else:
             cursor.execute(_write_sql_sqlite(table, columns, key, source), [*stamps, *params])
             for row in cursor.fetchall():
@@ -107,14 +128,39 @@ def _conflict_clause(columns: Sequence[Column], key: Sequence[str]) -> str:
 def _upsert_postgresql(connection, cursor, table, columns, key, source, stamps) -> list[tuple]:
     """New rows go through a plain ``INSERT`` (no speculative-insertion cost); if a
     concurrent batch inserted one of their keys meanwhile, the unique violation rolls
-    back to a savepoint and the batch is written with ``ON CONFLICT`` throughout."""
-    try:
-        with transaction.atomic(using=connection.alias):
-            cursor.execute(_upsert_sql_postgresql(table, columns, key, source, plain_insert=True), [*stamps, *stamps])
+    back to a savepoint and the batch is written with ``ON CONFLICT`` throughout.
+
+    With client-side binding (Django's default for psycopg) the savepoint, the write
+    and the release travel as one simple-protocol query: one round trip a batch.
+    """
+    insert = _upsert_sql_postgresql(table, columns, key, source, plain_insert=True)
+    upsert = _upsert_sql_postgresql(table, columns, key, source)
+    if not _one_round_trip(cursor):
+        try:
+            with transaction.atomic(using=connection.alias):
+                cursor.execute(insert, [*stamps, *stamps])
+                return cursor.fetchall()
+        except IntegrityError:
+            cursor.execute(upsert, [*stamps])
             return cursor.fetchall()
+    try:
+        cursor.execute(f"SAVEPOINT {_SAVEPOINT}; {insert}; RELEASE SAVEPOINT {_SAVEPOINT}", [*stamps, *stamps])
     except IntegrityError:
-        cursor.execute(_upsert_sql_postgresql(table, columns, key, source), [*stamps])
-        return cursor.fetchall()
+        cursor.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}; RELEASE SAVEPOINT {_SAVEPOINT}; {upsert}", [*stamps])
+        cursor.nextset()
+    cursor.nextset()
+    return cursor.fetchall()
+
+
+_SAVEPOINT = "tw_guarded_upsert"
+
+
+def _one_round_trip(cursor) -> bool:
+    """Whether ``cursor`` binds parameters client-side, so one ``execute`` may hold
+    several statements (psycopg's ``ClientCursor``; not with ``server_side_binding``)."""
+    from psycopg import ClientCursor
+
+    return isinstance(cursor.cursor, ClientCursor)
 
 
 def _upsert_sql_postgresql(
@@ -123,6 +169,7 @@ def _upsert_sql_postgresql(
     names = [name for name, _ in columns]
     updated = [name for name in names if name not in key]
     keys = ", ".join(key)
+    order = _key_order(columns, key)
     probe = " AND ".join(f"y.{k} = r.{k}" for k in key)
     same = f"x.id IS NOT NULL AND ({', '.join('x.' + n for n in updated)}) IS NOT DISTINCT FROM ({', '.join('r.' + n for n in updated)})"
     return (
@@ -130,11 +177,11 @@ def _upsert_sql_postgresql(
         f" LEFT JOIN LATERAL (SELECT y.* FROM {table} y WHERE {probe} LIMIT 1) x ON true),"
         f" written AS (INSERT INTO {table} AS t ({', '.join(names)}, created_at, updated_at)"
         f" SELECT {', '.join(names)}, %s, %s FROM batch WHERE NOT same"
-        f"{' AND stored_id IS NOT NULL' if plain_insert else ''} ORDER BY {keys}"
+        f"{' AND stored_id IS NOT NULL' if plain_insert else ''} ORDER BY {order}"
         f"{_conflict_clause(columns, key)} RETURNING {keys}, id, created_at = updated_at AS created)"
         + (
             f", inserted AS (INSERT INTO {table} ({', '.join(names)}, created_at, updated_at)"
-            f" SELECT {', '.join(names)}, %s, %s FROM batch WHERE stored_id IS NULL ORDER BY {keys}"
+            f" SELECT {', '.join(names)}, %s, %s FROM batch WHERE stored_id IS NULL ORDER BY {order}"
             f" RETURNING {keys}, id)"
             f" SELECT {keys}, id, 'created' FROM inserted UNION ALL"
             if plain_insert
@@ -143,6 +190,13 @@ def _upsert_sql_postgresql(
         + f" SELECT {keys}, id, CASE WHEN created THEN 'created' ELSE 'updated' END FROM written"
         f" UNION ALL SELECT {keys}, stored_id, 'unchanged' FROM batch WHERE same"
     )
+
+
+def _key_order(columns: Sequence[Column], key: Sequence[str]) -> str:
+    """The order rows are written in, the same for every writer (so concurrent
+    batches cannot deadlock); text in byte order, which sorts faster than a locale's."""
+    types = dict(columns)
+    return ", ".join(f'{k} COLLATE "C"' if types[k] == "text" else k for k in key)
 
 
 def _write_sql_sqlite(table: str, columns: Sequence[Column], key: Sequence[str], source: str) -> str:
@@ -167,22 +221,82 @@ def _stamps(connection, now: datetime) -> tuple[object, object]:
 
 def _stage(connection, table: str, columns: Sequence[Column], rows: Sequence[tuple]) -> tuple[str, list]:
     """Where the statements read the batch from: ``(FROM-clause item named r, params)``."""
+    jsonb = [i for i, (_, pg_type) in enumerate(columns) if pg_type == "jsonb"]
     if connection.vendor != "postgresql":
         names = [name for name, _ in columns]
         return recordset_sql(connection, columns), [
-            recordset_param([dict(zip(names, row, strict=True)) for row in rows])
+            recordset_param([dict(zip(names, _json_fragments(row, jsonb), strict=True)) for row in rows])
         ]
     stage = f"tw_stage_{table}"
-    definition = ", ".join(f"{name} {pg_type}" for name, pg_type in columns)
-    jsonb = [i for i, (_, pg_type) in enumerate(columns) if pg_type == "jsonb"]
+    state = _stage_state(connection, stage)
     with connection.cursor() as cursor:
-        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition})")
-        cursor.execute(f"TRUNCATE {stage}")
+        prepare = []
+        if not state.ready:
+            definition = ", ".join(f"{name} {pg_type}" for name, pg_type in columns)
+            prepare.append(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition}) ON COMMIT DELETE ROWS")
+        if state.dirty:  # an earlier batch of this transaction (a wave, a chunk of an import)
+            prepare.append(f"TRUNCATE {stage}")
+        if prepare and _one_round_trip(cursor):
+            cursor.execute("; ".join(prepare))
+        else:
+            for statement in prepare:
+                cursor.execute(statement)
+        state.dirty = True
+        transaction.on_commit(state.committed, using=connection.alias)
         with cursor.cursor.copy(f"COPY {stage} FROM STDIN") as copy:
-            for row in rows:
-                if jsonb:
-                    row = list(row)
-                    for i in jsonb:
-                        row[i] = orjson.dumps(row[i]).decode()
-                copy.write_row(row)
+            write = copy.write_row
+            if not jsonb:
+                for row in rows:
+                    write(row)
+            else:
+                for row in rows:
+                    write(_json_texts(row, jsonb))
     return f"{stage} r", []
+
+
+@dataclass
+class _StageState:
+    """What a session knows about its staging table for one product table.
+
+    The table is a temporary table ``ON COMMIT DELETE ROWS``: created once per
+    session (``ready`` once a transaction that created it committed; until then
+    every batch re-checks with ``IF NOT EXISTS``, so a rolled-back creation is
+    repaired) and emptied by PostgreSQL at commit, in place, with no statement of
+    ours. Only a second batch in one transaction (waves, an import's chunks) finds
+    rows to clear (``dirty``).
+    """
+
+    ready: bool = False
+    dirty: bool = False
+
+    def committed(self) -> None:
+        self.ready, self.dirty = True, False
+
+
+_stage_states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _stage_state(connection, stage: str) -> _StageState:
+    """Per database session (the driver's connection object: a reconnect starts afresh)."""
+    states = _stage_states.setdefault(connection.connection, {})
+    return states.setdefault(stage, _StageState())
+
+
+def _json_texts(row: tuple, jsonb: list[int]) -> list:
+    """``row`` with its jsonb values as JSON text (values given as text are kept)."""
+    row = list(row)
+    for i in jsonb:
+        if type(row[i]) is not str:
+            row[i] = orjson.dumps(row[i]).decode()
+    return row
+
+
+def _json_fragments(row: tuple, jsonb: list[int]) -> tuple:
+    """``row`` for the JSON parameter, with jsonb values given as text embedded as JSON."""
+    if not any(type(row[i]) is str for i in jsonb):
+        return row
+    row = list(row)
+    for i in jsonb:
+        if type(row[i]) is str:
+            row[i] = orjson.Fragment(row[i])
+    return tuple(row)

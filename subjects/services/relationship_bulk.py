@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -22,12 +23,13 @@ from django.utils.dateparse import parse_date, parse_datetime
 from audit.services import bulk_write_record
 from common.errors import ConflictError, ItemError, ServiceError
 
-from ..models import Cardinality, RelationshipType
+from ..models import Cardinality, RelationshipType, SubjectType
 from ..schemas import MAX_ID, attribute_error, attributes_encoding_error, valid_text, validator_for
-from .item_checks import KEY_LIMITS, external_key
+from .item_checks import KEY_LIMITS, encoded_attributes, external_key
 from .recordset import guarded_upsert, recordset_param, recordset_sql
-from .references import KeyRef, parse_ref, subjects_by_id, subjects_by_key
-from .subject_bulk import BulkResult, ItemResult, upsert_subject_rows
+from .references import KeyRef, parse_ref, subject_types_by_id, subjects_by_id, subjects_by_key
+from .subject_bulk import BulkResult, ItemResult, count_statuses, upsert_subject_rows
+from .type_lookup import types_by_code
 
 ITEM_FIELDS = {
     "type",
@@ -57,7 +59,7 @@ COLUMNS = [
 KEY = ("relationship_type_id", "source", "external_id")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     index: int
     rtype: RelationshipType
@@ -68,8 +70,9 @@ class _Item:
     valid_from: datetime | None
     valid_to: datetime | None
     attributes: dict
+    attributes_json: str | None = None  # encoded once, by the check that it can be stored
     ids: dict[str, int] = field(default_factory=dict)
-    slots: dict[str, int | None] = field(default_factory=dict)
+    slots: Mapping[str, int | None] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[int, str, str]:
@@ -79,14 +82,19 @@ class _Item:
         return self.slots.get(end)
 
 
+_NO_SLOTS: Mapping[str, int | None] = MappingProxyType({"from": None, "to": None})
+
+
 def _assign_slots(items: list[_Item]) -> None:
     """An open relationship whose type limits an end holds that end's slot."""
     for item in items:
-        open_ = item.valid_to is None
         cardinality = item.rtype.cardinality
+        if item.valid_to is not None or cardinality == Cardinality.MANY_TO_MANY:
+            item.slots = _NO_SLOTS
+            continue
         item.slots = {
-            "from": item.ids["from"] if open_ and Cardinality.from_is_unique(cardinality) else None,
-            "to": item.ids["to"] if open_ and Cardinality.to_is_unique(cardinality) else None,
+            "from": item.ids["from"] if Cardinality.from_is_unique(cardinality) else None,
+            "to": item.ids["to"] if Cardinality.to_is_unique(cardinality) else None,
         }
 
 
@@ -130,7 +138,7 @@ def relationship_bulk_upsert(
                     cursor.execute(
                         "SET CONSTRAINTS relationship_from_cardinality, relationship_to_cardinality IMMEDIATE"
                     )
-            counts = {s: sum(1 for r in results if r.status == s) for s in ("created", "updated", "unchanged")}
+            counts = count_statuses(results)
             written = sorted(r.id for r in results if r.status != "unchanged")
             correlation_id = bulk_write_record(
                 actor=actor,
@@ -151,8 +159,7 @@ def relationship_bulk_upsert(
 
 
 def _parse(items: Sequence[Mapping], errors: list[ItemError]) -> list[_Item]:
-    codes = {i.get("type") for i in items if isinstance(i, Mapping) and isinstance(i.get("type"), str)}
-    types = {t.code: t for t in RelationshipType.objects.filter(code__in=codes).select_related("from_type", "to_type")}
+    types = types_by_code(RelationshipType, (i.get("type") for i in items if isinstance(i, Mapping)))
     validators = {code: validator_for(t.attribute_schema) for code, t in types.items()}
     parsed, seen = [], {}
     for index, raw in enumerate(items):
@@ -238,10 +245,11 @@ def _parse_valid_item(index: int, raw: object, types: dict, validators: dict) ->
     valid_from, valid_to = _moment(raw.get("valid_from")), _moment(raw.get("valid_to"))
     if valid_from is _INVALID or valid_to is _INVALID or (valid_from and valid_to and valid_to < valid_from):
         return None
-    if attribute_error(validators[code], attributes) is not None or attributes_encoding_error(attributes):
+    encoded = encoded_attributes(attributes)
+    if encoded is None or attribute_error(validators[code], attributes) is not None:
         return None
     ends = {"from": from_, "to": to}
-    return _Item(index, rtype, source, external_id, ends, float(weight), valid_from, valid_to, attributes)
+    return _Item(index, rtype, source, external_id, ends, float(weight), valid_from, valid_to, attributes, encoded)
 
 
 def _parse_item(index, raw, types, validators, errors) -> _Item | None:
@@ -314,14 +322,20 @@ def _parse_moment(index: int, name: str, value: object, errors: list[ItemError])
     return moment
 
 
-def _expected_type(item: _Item, end: str):
-    return item.rtype.from_type if end == "from" else item.rtype.to_type
+def _expected_type(item: _Item, end: str, end_types: dict[int, SubjectType]) -> SubjectType:
+    return end_types[item.rtype.from_type_id if end == "from" else item.rtype.to_type_id]
 
 
 def _resolve_ends(items: list[_Item], errors: list[ItemError]) -> None:
+    """Every end as a subject id of the type's from/to subject type, or an error naming it."""
+    if all(type(ref) is int for item in items for ref in item.ends.values()) and _ends_by_id_match(items):
+        return
+    end_types = SubjectType.objects.in_bulk(
+        {t for item in items for t in (item.rtype.from_type_id, item.rtype.to_type_id)}
+    )
     by_id = subjects_by_id(ref for item in items for ref in item.ends.values() if isinstance(ref, int))
     keys = {
-        (_expected_type(item, end).id, ref.source, ref.external_id)
+        (_expected_type(item, end, end_types).id, ref.source, ref.external_id)
         for item in items
         for end, ref in item.ends.items()
         if isinstance(ref, KeyRef)
@@ -329,7 +343,7 @@ def _resolve_ends(items: list[_Item], errors: list[ItemError]) -> None:
     by_key = subjects_by_key(keys)
     for item in items:
         for end, ref in item.ends.items():
-            expected = _expected_type(item, end)
+            expected = _expected_type(item, end, end_types)
             if isinstance(ref, int):
                 found = by_id.get(ref)
                 if found is None:
@@ -365,6 +379,20 @@ def _resolve_ends(items: list[_Item], errors: list[ItemError]) -> None:
                 )
             else:
                 item.ids[end] = found_id
+
+
+def _ends_by_id_match(items: list[_Item]) -> bool:
+    """The common case, every end given by id: one statement for the ends' types and
+    one comparison per end. ``False`` (nothing resolved) when any end is missing or of
+    the wrong type; the detailed resolution then names each one."""
+    type_of = subject_types_by_id(ref for item in items for ref in item.ends.values())
+    for item in items:
+        ends, rtype = item.ends, item.rtype
+        if type_of.get(ends["from"]) != rtype.from_type_id or type_of.get(ends["to"]) != rtype.to_type_id:
+            return False
+    for item in items:
+        item.ids = item.ends
+    return True
 
 
 def _lock_types_for_share(type_ids: list[int]) -> None:
@@ -424,11 +452,8 @@ def _stored_slot_holders(end: str, claimed: dict[tuple[int, int], int]) -> dict[
 
 def _write(items: list[_Item]) -> list[ItemResult]:
     subject_ids = _relationship_subjects([i for i in items if i.rtype.taggable])
-    moment = (
-        (lambda m: m and m.isoformat())
-        if connection.vendor == "postgresql"
-        else connection.ops.adapt_datetimefield_value
-    )
+    # PostgreSQL: datetimes go to COPY as they are (psycopg formats them).
+    moment = _as_is if connection.vendor == "postgresql" else connection.ops.adapt_datetimefield_value
     rows = [
         (
             item.rtype.id,
@@ -439,8 +464,8 @@ def _write(items: list[_Item]) -> list[ItemResult]:
             item.weight,
             moment(item.valid_from),
             moment(item.valid_to),
-            item.attributes,
-            subject_ids.get(item.key),
+            item.attributes if item.attributes_json is None else item.attributes_json,
+            subject_ids.get(item.key) if subject_ids else None,
             item.slots["from"],
             item.slots["to"],
         )
@@ -450,6 +475,10 @@ def _write(items: list[_Item]) -> list[ItemResult]:
         connection, table="subjects_relationship", columns=COLUMNS, key=KEY, rows=rows, now=timezone.now()
     )
     return [ItemResult(item.index, id_, status) for item, (id_, status) in zip(items, written, strict=True)]
+
+
+def _as_is(value):
+    return value
 
 
 def _relationship_subjects(items: list[_Item]) -> dict[tuple[int, str, str], int]:

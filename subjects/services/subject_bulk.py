@@ -21,9 +21,10 @@ from common.errors import ItemError, ServiceError
 
 from ..models import ScopeRole, SubjectType
 from ..schemas import MAX_ID, attribute_error, attributes_encoding_error, valid_text, validator_for
-from .item_checks import KEY_LIMITS, external_key
+from .item_checks import KEY_LIMITS, encoded_attributes, external_key
 from .recordset import guarded_upsert, recordset_param, recordset_sql
 from .references import KeyRef, Ref, parse_ref, subjects_by_id, subjects_by_key
+from .type_lookup import types_by_code
 
 SCOPE_FIELDS = ("business_line", "brand", "region")
 REF_FIELDS = (*SCOPE_FIELDS, "parent")
@@ -51,7 +52,7 @@ class BulkResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     index: int
     subject_type: SubjectType
@@ -60,6 +61,7 @@ class _Item:
     display_name: str
     attributes: dict
     refs: dict[str, Ref | None]
+    attributes_json: str | None = None  # encoded once, by the check that it can be stored
     ids: dict[str, int | None] = field(default_factory=dict)
 
     @property
@@ -97,7 +99,7 @@ def subject_bulk_upsert(
     with transaction.atomic():
         results = _write_waves(waves)
         _refuse_parent_cycles(parsed, results)
-        counts = _count(results)
+        counts = count_statuses(results)
         written = sorted(r.id for r in results if r.status != "unchanged")
         correlation_id = bulk_write_record(
             actor=actor,
@@ -138,7 +140,8 @@ def _refuse_parent_cycles(items: list[_Item], results: list[ItemResult]) -> None
         raise ServiceError("Parents would form a cycle; nothing was written.", errors)
 
 
-def _count(results: list[ItemResult]) -> dict[str, int]:
+def count_statuses(results: list[ItemResult]) -> dict[str, int]:
+    """``{"created": n, "updated": n, "unchanged": n}`` for a batch's results."""
     counts = {"created": 0, "updated": 0, "unchanged": 0}
     for result in results:
         counts[result.status] += 1
@@ -146,8 +149,7 @@ def _count(results: list[ItemResult]) -> dict[str, int]:
 
 
 def _parse(items: Sequence[Mapping], errors: list[ItemError]) -> list[_Item]:
-    codes = {item.get("type") for item in items if isinstance(item, Mapping)}
-    types = {t.code: t for t in SubjectType.objects.filter(code__in=[c for c in codes if isinstance(c, str)])}
+    types = types_by_code(SubjectType, (item.get("type") for item in items if isinstance(item, Mapping)))
     validators = {code: validator_for(t.attribute_schema) for code, t in types.items()}
     parsed: list[_Item] = []
     seen: dict[tuple[int, str, str], int] = {}
@@ -197,9 +199,10 @@ def _parse_valid_item(index: int, raw: object, types: dict, validators: dict) ->
         return None
     if refs["parent"] is not None and not subject_type.scope_role:
         return None
-    if attribute_error(validators[code], attributes) is not None or attributes_encoding_error(attributes):
+    encoded = encoded_attributes(attributes)
+    if encoded is None or attribute_error(validators[code], attributes) is not None:
         return None
-    return _Item(index, subject_type, source, external_id, display_name, attributes, refs)
+    return _Item(index, subject_type, source, external_id, display_name, attributes, refs, encoded)
 
 
 def _parse_item(index, raw, types, validators, errors) -> _Item | None:
@@ -262,19 +265,20 @@ def _expected_role(item: _Item, name: str) -> str:
 
 def _resolve_refs(items: list[_Item], errors: list[ItemError]) -> None:
     """Turn every reference into an id, or note it as pointing at an item of this batch."""
-    id_refs = {ref for item in items for ref in item.refs.values() if isinstance(ref, int)}
+    id_refs = {ref for item in items for ref in item.refs.values() if type(ref) is int}
     by_id = subjects_by_id(id_refs)
-    role_types: dict[str, list[SubjectType]] = {}
-    for subject_type in SubjectType.objects.exclude(scope_role=""):
-        role_types.setdefault(subject_type.scope_role, []).append(subject_type)
-    candidates = {
-        (item.index, name): _candidate_keys(ref, role_types.get(_expected_role(item, name), []))
-        for item in items
-        for name, ref in item.refs.items()
-        if isinstance(ref, KeyRef)
-    }
-    in_db = subjects_by_key(key for keys in candidates.values() for key in keys)
-    in_batch = {item.key for item in items}
+    key_refs = [(item, name, ref) for item in items for name, ref in item.refs.items() if isinstance(ref, KeyRef)]
+    candidates, in_db, in_batch = {}, {}, set()
+    if key_refs:  # references by external key: which types they may name, then one lookup
+        role_types: dict[str, list[SubjectType]] = {}
+        for subject_type in SubjectType.objects.exclude(scope_role=""):
+            role_types.setdefault(subject_type.scope_role, []).append(subject_type)
+        candidates = {
+            (item.index, name): _candidate_keys(ref, role_types.get(_expected_role(item, name), []))
+            for item, name, ref in key_refs
+        }
+        in_db = subjects_by_key(key for keys in candidates.values() for key in keys)
+        in_batch = {item.key for item in items}
     for item in items:
         for name, ref in item.refs.items():
             role = _expected_role(item, name)
@@ -413,7 +417,7 @@ def _row(item: _Item) -> tuple:
         item.source,
         item.external_id,
         item.display_name,
-        item.attributes,
+        item.attributes if item.attributes_json is None else item.attributes_json,
         ids.get("business_line"),
         ids.get("brand"),
         ids.get("region"),
