@@ -145,7 +145,9 @@ def truncate() -> None:
             "DELETE FROM subjects_subject WHERE source = 'oneid'"
             " AND subject_type_id = (SELECT id FROM subjects_subjecttype WHERE code = 'bench_person')"
         )
-        cursor.execute("DELETE FROM audit_domainevent WHERE action LIKE 'identity.%%' OR action = 'identity.oneids_upserted'")
+        cursor.execute(
+            "DELETE FROM audit_domainevent WHERE action LIKE 'identity.%%' OR action = 'identity.oneids_upserted'"
+        )
         cursor.execute("VACUUM ANALYZE subjects_subject")
 
 
@@ -174,10 +176,14 @@ def reference() -> tuple[float, int]:
             " FROM identity_identifier WHERE status = 'link') TO STDOUT (FORMAT binary)"
         ) as copy:
             buffer = b"".join(bytes(c) for c in copy)
-        dtype = np.dtype([("n", ">i2"), ("l0", ">i4"), ("r", ">i8"), ("l1", ">i4"), ("k", ">i8"), ("l2", ">i4"), ("t", ">i8")])
+        dtype = np.dtype(
+            [("n", ">i2"), ("l0", ">i4"), ("r", ">i8"), ("l1", ">i4"), ("k", ">i8"), ("l2", ">i4"), ("t", ">i8")]
+        )
         rows = np.frombuffer(buffer, dtype=dtype, offset=19, count=(len(buffer) - 21) // dtype.itemsize)
         links = np.stack([rows["r"].astype(np.int64), rows["k"].astype(np.int64), rows["t"].astype(np.int64)], axis=1)
-        with cursor.cursor.copy("COPY (SELECT id FROM identity_sourcerecord ORDER BY id) TO STDOUT (FORMAT binary)") as copy:
+        with cursor.cursor.copy(
+            "COPY (SELECT id FROM identity_sourcerecord ORDER BY id) TO STDOUT (FORMAT binary)"
+        ) as copy:
             buffer = b"".join(bytes(c) for c in copy)
         dtype = np.dtype([("n", ">i2"), ("l0", ">i4"), ("r", ">i8")])
         records = np.frombuffer(buffer, dtype=dtype, offset=19, count=(len(buffer) - 21) // dtype.itemsize)["r"]
@@ -228,7 +234,9 @@ def incremental(n: int, people: int, calls: int) -> list[float]:
         source = "oa_glow" if j % 4 < 2 else "mp_lumi"
         raw = {"openid": f"oN{i:x}", "unionid": f"u{p:x}"}
         started = time.perf_counter()
-        source_record_bulk_upsert(actor=None, items=[{"source": source, "external_id": f"N{i}", "raw": raw}], rules=rules)
+        source_record_bulk_upsert(
+            actor=None, items=[{"source": source, "external_id": f"N{i}", "raw": raw}], rules=rules
+        )
         latencies.append(time.perf_counter() - started)
     return latencies
 
@@ -261,7 +269,12 @@ def run(bench: Bench, options) -> None:
         seconds = time.perf_counter() - started
         bench.add_sample(
             "batch_first",
-            Sample(seconds, n, first.moved, extra={"timings": first.timings, "groups": first.groups, "created": first.created}),
+            Sample(
+                seconds,
+                n,
+                first.moved,
+                extra={"timings": first.timings, "groups": first.groups, "created": first.created},
+            ),
             "resolve_all() on fresh records: components + OneID subjects with golden records",
         )
         print(f"    batch_first: {seconds:.2f}s {first.timings} groups {first.groups:,}", flush=True)

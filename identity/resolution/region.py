@@ -95,8 +95,12 @@ def _round_orm(records, region, extra) -> list[tuple]:
         keys.add(key)
     wanted = (keys - region.keys) | set(extra)
     rows += [("h", k, r) for k, r in _holders(sorted(wanted), HOLDER_CAP)]
-    rows += [("m", b, None) for b in ManualLink.objects.filter(record_a_id__in=records).values_list("record_b_id", flat=True)]
-    rows += [("m", a, None) for a in ManualLink.objects.filter(record_b_id__in=records).values_list("record_a_id", flat=True)]
+    rows += [
+        ("m", b, None) for b in ManualLink.objects.filter(record_a_id__in=records).values_list("record_b_id", flat=True)
+    ]
+    rows += [
+        ("m", a, None) for a in ManualLink.objects.filter(record_b_id__in=records).values_list("record_a_id", flat=True)
+    ]
     return rows
 
 

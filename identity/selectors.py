@@ -1,0 +1,160 @@
+"""Reads: a OneID with its records, identifiers, links and history; lookup by identifier.
+
+Each identifier says *why* it belongs: the record that holds it, and whether and
+with whom it links (``link``), or why it does not (``blocked``, ``over_limit``,
+``composite part``). A fixed number of queries whatever the OneID's size.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Count
+
+from common.errors import ServiceError
+
+from .extract import Rules, load_rules
+from .models import (
+    Identifier,
+    IdentifierStatus,
+    IdentifierType,
+    ManualLink,
+    MergeEvent,
+    OneId,
+    SourceRecord,
+)
+from .normalize import NORMALIZERS, NormalizeError
+from .resolution.region import rule_label, value_label
+
+MAX_RECORDS = 1000
+
+
+def _identifier_rows(record_ids: list[int], rules: Rules) -> tuple[list[dict], list[dict]]:
+    rows = list(
+        Identifier.objects.filter(record_id__in=record_ids).values_list(
+            "id", "record_id", "identifier_type_id", "composite_key_id", "scope", "value", "key", "status"
+        )
+    )
+    keys = [r[6] for r in rows if r[7] == IdentifierStatus.LINK]
+    holders = dict(
+        Identifier.objects.filter(key__in=keys, status=IdentifierStatus.LINK)
+        .values("key")
+        .annotate(n=Count("id"))
+        .values_list("key", "n")
+    )
+    inside: dict[int, list[int]] = {}
+    for _, record, *_rest, key, status in rows:
+        if status == IdentifierStatus.LINK:
+            inside.setdefault(key, []).append(record)
+    identifiers, links = [], []
+    for id_, record, type_id, composite_id, scope, value, key, status in rows:
+        rule = rule_label(rules, type_id, composite_id)
+        limit = rules.shared_limit(type_id, composite_id)
+        count = holders.get(key, 0)
+        if status == IdentifierStatus.BLOCKED:
+            why = "blocked value: never links"
+        elif status == IdentifierStatus.PART:
+            why = "links only inside a composite key"
+        elif limit is not None and count > limit:
+            status, why = "over_limit", f"held by {count} records, over the limit of {limit}: links nobody"
+        elif len(inside.get(key, [])) > 1:
+            why = f"links records {sorted(inside[key])}"
+        else:
+            why = "held by this record only"
+        identifiers.append(
+            {
+                "id": id_,
+                "record": record,
+                "rule": rule,
+                "scope": scope,
+                "value": value_label(value),
+                "status": status,
+                "shared_by": count,
+                "why": why,
+            }
+        )
+    seen = set()
+    for _id, _record, type_id, composite_id, _scope, value, key, status in rows:
+        limit = rules.shared_limit(type_id, composite_id)
+        if status != IdentifierStatus.LINK or key in seen or len(inside.get(key, [])) < 2:
+            continue
+        if limit is not None and holders.get(key, 0) > limit:
+            continue
+        seen.add(key)
+        links.append(
+            {
+                "rule": rule_label(rules, type_id, composite_id),
+                "value": value_label(value),
+                "records": sorted(inside[key]),
+            }
+        )
+    return identifiers, links
+
+
+def oneid_detail(subject_id: int, rules: Rules | None = None) -> dict:
+    oneid = OneId.objects.select_related("subject", "subject__subject_type").filter(subject_id=subject_id).first()
+    if oneid is None:
+        raise ServiceError.single("id", f"No OneID {subject_id}.", "not_found")
+    rules = rules or load_rules()
+    records = list(
+        SourceRecord.objects.filter(oneid_id=subject_id)
+        .order_by("id")
+        .values("id", "source__code", "brand_id", "external_id", "raw", "created_at", "updated_at")[:MAX_RECORDS]
+    )
+    record_ids = [r["id"] for r in records]
+    identifiers, links = _identifier_rows(record_ids, rules)
+    manual = ManualLink.objects.filter(record_a_id__in=record_ids, record_b_id__in=record_ids)
+    links += [
+        {"rule": "manual", "value": "", "records": sorted([a, b])}
+        for a, b in manual.values_list("record_a_id", "record_b_id")
+    ]
+    history = MergeEvent.objects.filter(oneid_id=subject_id).values(
+        "id", "kind", "rule", "evidence", "others", "records", "actor_id", "correlation_id", "created_at"
+    )[:100]
+    subject = oneid.subject
+    return {
+        "id": subject.id,
+        "subject_type": subject.subject_type.code,
+        "display_name": subject.display_name,
+        "attributes": subject.attributes,
+        "status": oneid.status,
+        "merged_into": oneid.merged_into_id,
+        "records": [
+            {
+                "id": r["id"],
+                "source": r["source__code"],
+                "brand": r["brand_id"],
+                "external_id": r["external_id"],
+                "raw": r["raw"],
+                "created_at": r["created_at"],
+                "updated_at": r["updated_at"],
+            }
+            for r in records
+        ],
+        "identifiers": identifiers,
+        "links": links,
+        "history": list(history),
+    }
+
+
+def oneid_lookup(*, type_code: str, value: str, scope: str | None = None) -> list[dict]:
+    """OneIDs holding ``value`` of identifier type ``type_code`` (after normalization)."""
+    identifier_type = IdentifierType.objects.filter(code=type_code).first()
+    if identifier_type is None:
+        raise ServiceError.single("type", f"No identifier type {type_code!r}.", "not_found")
+    normalizer = NORMALIZERS[identifier_type.normalizer]
+    try:
+        cleaned = normalizer.clean(value)
+        spellings = {cleaned, normalizer.finish(cleaned)}
+    except NormalizeError as exc:
+        raise ServiceError.single("value", f"{type_code} {exc}") from None
+    found = Identifier.objects.filter(identifier_type=identifier_type, value__in=spellings)
+    if scope is not None:
+        found = found.filter(scope=scope)
+    oneids = sorted(
+        set(
+            SourceRecord.objects.filter(id__in=found.values("record_id"))
+            .exclude(oneid=None)
+            .values_list("oneid_id", flat=True)
+        )
+    )[:20]
+    rules = load_rules()
+    return [oneid_detail(o, rules) for o in oneids]
