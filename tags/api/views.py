@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -11,7 +12,7 @@ from rest_framework.response import Response
 
 from common.errors import ServiceError
 from subjects.api.views import ERRORS, ServiceBackedViewSet
-from tags.models import RecomputeJob, TagDefinition, TagGroup, TagRule
+from tags.models import RecomputeJob, TagDefinition, TagDependency, TagGroup, TagRule
 from tags.services import definitions, recompute
 
 from .filters import RecomputeJobFilter, TagDefinitionFilter, TagGroupFilter
@@ -69,7 +70,11 @@ def _owner(data: dict) -> None:
 def _tag_queryset():
     return (
         TagDefinition.objects.select_related("group", "subject_type")
-        .prefetch_related("options", "dependencies__depends_on", "dependents__tag")
+        .prefetch_related(
+            "options",
+            Prefetch("dependencies", queryset=TagDependency.objects.select_related("depends_on")),
+            Prefetch("dependents", queryset=TagDependency.objects.select_related("tag")),
+        )
         .order_by("id")
     )
 

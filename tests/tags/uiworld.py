@@ -18,6 +18,8 @@ AGE_RULE = {
 class Tags:
     """Member tags of every value type (assigned), a rule tag, and a clinic and a doctor ``grade``."""
 
+    age_rule = AGE_RULE
+
     def __init__(self, world) -> None:
         save_group = definitions.tag_group_save
         self.world = world
