@@ -1,0 +1,140 @@
+"""Saving, activating and previewing propagation documents (versions of a propagated tag's rule).
+
+The storage is a rule version like any other (``TagRule.document`` holds the
+``{"propagate": …}`` document); activation replaces the tag's dependency edges of
+kind "propagation" (target → source tag), so the graph, cycle refusal and
+archive refusal cover propagation with no special case.
+"""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from audit.services import domain_event_record
+from common.errors import ConflictError, ServiceError
+from tags.models import Computation, DependencyKind, JobStatus, RecomputeJob, TagDefinition, TagRule, TagStatus
+from tags.rules.compiler import Selection
+from tags.services.graph import check_no_cycle, replace_dependencies
+
+from .active import forget, parse_for
+from .recompute import compiled_select
+
+SAMPLE_SIZE = 20
+
+
+def _user(actor):
+    return actor if actor is not None and actor.is_authenticated else None
+
+
+def _audit(actor, action: str, summary: dict) -> None:
+    domain_event_record(actor=actor, action=action, object_type="tagrule", row_count=1, summary=summary)
+
+
+def propagation_save(*, actor, tag: TagDefinition, document: object, activate: bool = False) -> TagRule:
+    """Validate ``document`` and store it as the tag's next rule version (optionally activating it)."""
+    if tag.status == TagStatus.ARCHIVED:
+        raise ServiceError.single("tag", f'Tag "{tag.code}" is archived.', "archived")
+    if tag.computation != Computation.PROPAGATED:
+        raise ServiceError.single("computation", f'Tag "{tag.code}" is {tag.computation}, not propagated.')
+    prop = parse_for(tag, document)
+    _check_cycle(tag, prop.tag_ids)
+    with transaction.atomic():
+        version = (TagRule.objects.filter(tag=tag).aggregate(v=Max("version"))["v"] or 0) + 1
+        try:
+            with transaction.atomic():
+                saved = TagRule.objects.create(tag=tag, version=version, document=document, created_by=_user(actor))
+        except IntegrityError:
+            raise ConflictError.single("rule", "Another version was saved at the same time; try again.") from None
+        _audit(actor, "tags.rule_saved", {"tag_id": tag.pk, "version": version, "kind": "propagation"})
+        if activate:
+            activate_propagation(actor=actor, tag=tag, version=version)
+    return saved
+
+
+def _check_cycle(tag: TagDefinition, depends_on) -> None:
+    try:
+        check_no_cycle(tag, depends_on, kind=DependencyKind.PROPAGATION)
+    except ServiceError as error:
+        raise ServiceError(error.message.replace("The rule", "The propagation"), error.errors, error.code) from None
+
+
+def activate_propagation(*, actor, tag: TagDefinition, version: int, recompute: bool = True) -> TagRule:
+    """Make ``version`` the active propagation; its values follow by a queued full recompute."""
+    saved = TagRule.objects.filter(tag=tag, version=version).first()
+    if saved is None:
+        raise ServiceError.single("version", f'Tag "{tag.code}" has no rule version {version}.', "unknown")
+    prop = parse_for(tag, saved.document)
+    with transaction.atomic():
+        TagDefinition.objects.select_for_update().filter(pk=tag.pk).first()
+        _check_cycle(tag, prop.tag_ids)
+        replace_dependencies(tag, prop.tag_ids, kind=DependencyKind.PROPAGATION)
+        TagRule.objects.filter(pk=saved.pk).update(activated_at=timezone.now())
+        tag.rule, tag.version = saved, version
+        if tag.status == TagStatus.DRAFT:
+            tag.status = TagStatus.ACTIVE
+        tag.save(update_fields=["rule", "version", "status", "updated_at"])
+        forget()
+        _audit(actor, "tags.rule_activated", {"tag_id": tag.pk, "version": version, "kind": "propagation"})
+        if recompute:
+            start_recompute(tag, actor=actor)
+    return saved
+
+
+def start_recompute(tag: TagDefinition, *, actor) -> RecomputeJob:
+    """Queue a full recompute of the propagated ``tag`` after the current transaction commits."""
+    from tags.realtime.tasks import recompute_propagated
+
+    job = RecomputeJob.objects.create(tag=tag, status=JobStatus.QUEUED, requested_by=_user(actor))
+    domain_event_record(
+        actor=actor,
+        action="tags.recompute_requested",
+        object_type=f"tag:{tag.code}",
+        summary={"tag_id": tag.pk, "job_id": job.pk},
+        correlation_id=job.correlation_id,
+    )
+    transaction.on_commit(lambda: recompute_propagated.delay(job.pk))
+    return job
+
+
+def preview_propagation(tag: TagDefinition, document: object) -> dict:
+    """What ``document`` would give the tag's subjects against their current values (the recompute's SQL).
+
+    Same shape as tags-core's ``preview_rule``: ``{"total", "counts", "no_value", "changes", "sample"}``.
+    """
+    import orjson
+
+    prop = parse_for(tag, document)
+    computed_sql, params = compiled_select(prop, Selection.everything(), timezone.now())
+    pg = connection.vendor == "postgresql"
+    differs = (
+        "c.value IS DISTINCT FROM v.value"
+        if pg
+        else "(NOT (json_extract(c.value, '$') IS json_extract(v.value, '$')) OR (c.value IS NULL) <> (v.value IS NULL))"
+    )
+    joined = f"FROM ({computed_sql}) c LEFT JOIN tags_tagvalue v ON v.tag_id = %s AND v.subject_id = c.subject_id"
+    load = (lambda x: x) if pg else (lambda x: orjson.loads(x) if isinstance(x, str) else x)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT c.value, COUNT(*), SUM(CASE WHEN {differs} THEN 1 ELSE 0 END) {joined} GROUP BY c.value",
+            [*params, tag.pk],
+        )
+        groups = cursor.fetchall()
+        cursor.execute(
+            f"SELECT c.subject_id, v.value, c.value {joined} WHERE {differs} ORDER BY c.subject_id LIMIT {SAMPLE_SIZE}",
+            [*params, tag.pk],
+        )
+        sample = [{"subject_id": s, "old": load(old), "new": load(new)} for s, old, new in cursor.fetchall()]
+    counts: dict[str, int] = {}
+    no_value = changes = total = 0
+    for value, count, changed in groups:
+        value = load(value)
+        total += count
+        changes += changed or 0
+        if value is None:
+            no_value += count
+        else:
+            key = value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+            counts[key] = counts.get(key, 0) + count
+    return {"total": total, "counts": counts, "no_value": no_value, "changes": changes, "sample": sample}

@@ -1,0 +1,241 @@
+"""The affected-set planner: which tags to recompute on which subjects, then everything downstream.
+
+A ``Plan`` holds, per tag, the subjects to recompute (an event arrived, a
+relationship changed) and the subjects whose value already changed (a manual
+edit). ``run_plan`` visits the computed tags once, in dependency order: each tag
+is recomputed on its pending subjects (one statement), and the subjects whose
+value actually changed are carried to its dependents — the same subjects for a
+rule of the same type, the far ends of the relationships a rule reads, or the
+targets reached along a propagation's path. Since the graph is acyclic, one pass
+reaches the fixed point: nothing downstream is left stale, nothing is written
+twice, and only changed values are written.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.utils import timezone
+
+from tags.models import Computation
+from tags.rules.compiler import Selection
+from tags.services.writer import Applied
+
+from . import index as tag_index
+
+# Set while the engine runs: its own writes' ``values_changed`` need no new task.
+ENGINE_ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("tagweave_engine_active", default=False)
+
+
+@dataclass
+class Plan:
+    pending: dict[int, set[int]] = field(default_factory=dict)
+    changes: dict[int, set[int]] = field(default_factory=dict)
+
+    def recompute(self, tag_id: int, subject_ids: Iterable[int]) -> None:
+        ids = {int(i) for i in subject_ids}
+        if ids:
+            self.pending.setdefault(int(tag_id), set()).update(ids)
+
+    def changed(self, tag_id: int, subject_ids: Iterable[int]) -> None:
+        ids = {int(i) for i in subject_ids}
+        if ids:
+            self.changes.setdefault(int(tag_id), set()).update(ids)
+
+    def merge(self, other: Plan) -> None:
+        for tag_id, ids in other.pending.items():
+            self.recompute(tag_id, ids)
+        for tag_id, ids in other.changes.items():
+            self.changed(tag_id, ids)
+
+    def __bool__(self) -> bool:
+        return bool(self.pending or self.changes)
+
+    def as_payload(self) -> dict:
+        """JSON for a task message: ``{"recompute": {tag: [ids]}, "changed": {tag: [ids]}}``."""
+        return {
+            "recompute": {str(t): sorted(ids) for t, ids in self.pending.items()},
+            "changed": {str(t): sorted(ids) for t, ids in self.changes.items()},
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> Plan:
+        plan = cls()
+        for tag_id, ids in (payload.get("recompute") or {}).items():
+            plan.recompute(int(tag_id), ids)
+        for tag_id, ids in (payload.get("changed") or {}).items():
+            plan.changed(int(tag_id), ids)
+        return plan
+
+    def subject_count(self) -> int:
+        return sum(len(v) for v in self.pending.values()) + sum(len(v) for v in self.changes.values())
+
+
+@dataclass
+class Outcome:
+    rows_changed: int = 0
+    steps: list[tuple[int, int, int]] = field(default_factory=list)  # (tag, subjects recomputed, changed)
+
+
+def run_plan(plan: Plan, *, correlation_id: uuid.UUID | None = None, now: dt.datetime | None = None) -> Outcome:
+    """Recompute the plan's tags and everything downstream of the changes, in dependency order."""
+    index = tag_index.current()
+    now = now or timezone.now()
+    correlation_id = correlation_id or uuid.uuid4()
+    pending: dict[int, set[int]] = {t: set(ids) for t, ids in plan.pending.items() if t in index.tags}
+    for tag_id, ids in plan.changes.items():
+        _carry(index, tag_id, ids, pending)
+    outcome = Outcome()
+    token = ENGINE_ACTIVE.set(True)
+    try:
+        for tag_id in index.order:
+            ids = pending.pop(tag_id, None)
+            if not ids:
+                continue
+            applied = _recompute(index, tag_id, sorted(ids), now, correlation_id)
+            outcome.rows_changed += applied.count
+            outcome.steps.append((tag_id, len(ids), applied.count))
+            if applied.count:
+                _carry(index, tag_id, applied.changed_ids, pending)
+    finally:
+        ENGINE_ACTIVE.reset(token)
+    return outcome
+
+
+def _recompute(index, tag_id: int, ids: list[int], now: dt.datetime, correlation_id: uuid.UUID) -> Applied:
+    tag = index.tags[tag_id]
+    if tag.computation == Computation.PROPAGATED:
+        from tags.propagation.recompute import write_selection
+
+        prop = index.propagation(tag_id)
+        if prop is None:
+            return Applied()
+        return write_selection(tag, prop, Selection.of_ids(ids), now=now, correlation_id=correlation_id)
+    from tags.services import recompute as rule_recompute
+
+    rule = index.rule(tag_id)
+    if rule is None:
+        return Applied()
+    # tags-core's chunk writer (compiled SELECT → guarded write → audit → signal); it returns the
+    # changed subjects, which the public recompute_subjects (a count) does not.
+    return rule_recompute._write(tag, rule, Selection.of_ids(ids), now=now, correlation_id=correlation_id)
+
+
+def _carry(index, tag_id: int, changed: Iterable[int], pending: dict[int, set[int]]) -> None:
+    """Add to ``pending`` the dependents' subjects that read ``tag_id`` on the ``changed`` subjects."""
+    changed = sorted({int(i) for i in changed})
+    if not changed:
+        return
+    source = index.tags.get(tag_id)
+    for dependent_id in index.dependents.get(tag_id, ()):
+        dependent = index.tags.get(dependent_id)
+        if dependent is None:
+            continue
+        if dependent.computation == Computation.PROPAGATED:
+            from tags.propagation.walk import targets_of_source
+
+            prop = index.propagation(dependent_id)
+            affected = targets_of_source(prop, changed) if prop is not None else []
+        else:
+            affected = _rule_affected(index, dependent, source, tag_id, changed)
+        if affected:
+            pending.setdefault(dependent_id, set()).update(affected)
+
+
+def _rule_affected(index, dependent, source, source_id: int, changed: list[int]) -> list[int]:
+    """A rule reads a tag on its own subject (same ids) or on related subjects (the other ends)."""
+    from subjects.models import Relationship
+
+    rule = index.rule(dependent.pk)
+    affected = set(changed) if source is None or dependent.subject_type_id == source.subject_type_id else set()
+    if rule is None:
+        return sorted(affected)
+    for node in tag_index.rule_inputs(rule):
+        if not isinstance(node, tag_index.n.Related):
+            continue
+        near, far = (
+            ("from_subject_id", "to_subject_id") if node.direction == "out" else ("to_subject_id", "from_subject_id")
+        )
+        affected.update(
+            Relationship.objects.filter(relationship_type_id=node.relationship_type_id, **{f"{far}__in": changed})
+            .values_list(near, flat=True)
+            .distinct()
+        )
+    return sorted(affected)
+
+
+# ---- planning from inputs ----------------------------------------------------------------------
+
+
+def plan_for_events(events: Iterable[tuple[int, str]]) -> Plan:
+    """Events ``(subject_id, type)`` → the rule tags aggregating that event type, on those subjects."""
+    index = tag_index.current()
+    plan = Plan()
+    by_type: dict[str, set[int]] = {}
+    for subject_id, event_type in events:
+        by_type.setdefault(event_type, set()).add(subject_id)
+    types = _subject_types({i for ids in by_type.values() for i in ids})
+    for event_type, ids in by_type.items():
+        for tag_id in index.by_event_type.get(event_type, ()):
+            type_id = index.tags[tag_id].subject_type_id
+            plan.recompute(tag_id, (i for i in ids if types.get(i) == type_id))
+    return plan
+
+
+def _subject_types(ids: set[int]) -> dict[int, int]:
+    from subjects.models import Subject
+
+    if not ids:
+        return {}
+    return dict(Subject.objects.filter(id__in=ids).values_list("id", "subject_type_id"))
+
+
+def plan_for_relationships(changes: Iterable[tuple[int, int, int]]) -> Plan:
+    """Relationships ``(type, from, to)`` added, changed or removed → affected tags and subjects."""
+    from tags.propagation.walk import targets_of_relationships
+
+    index = tag_index.current()
+    plan = Plan()
+    ends: dict[int, dict[str, set[int]]] = {}
+    for type_id, from_id, to_id in changes:
+        entry = ends.setdefault(type_id, {"from": set(), "to": set()})
+        entry["from"].add(from_id)
+        entry["to"].add(to_id)
+    for type_id, entry in ends.items():
+        for tag_id in index.by_relationship.get(type_id, ()):
+            tag = index.tags[tag_id]
+            if tag.computation == Computation.PROPAGATED:
+                prop = index.propagation(tag_id)
+                if prop is not None:
+                    plan.recompute(tag_id, targets_of_relationships(prop, type_id, entry))
+                continue
+            rule = index.rule(tag_id)
+            for node in tag_index.rule_inputs(rule) if rule else ():
+                if isinstance(node, tag_index.n.Related) and node.relationship_type_id == type_id:
+                    plan.recompute(tag_id, entry["from"] if node.direction == "out" else entry["to"])
+    return plan
+
+
+def plan_for_subjects(subjects: Iterable[tuple[int, int]]) -> Plan:
+    """Subjects ``(id, subject type)`` whose attributes may have changed → tags reading attributes."""
+    from tags.propagation.walk import targets_of_source
+
+    index = tag_index.current()
+    plan = Plan()
+    by_type: dict[int, set[int]] = {}
+    for subject_id, type_id in subjects:
+        by_type.setdefault(type_id, set()).add(subject_id)
+    for type_id, ids in by_type.items():
+        for tag_id in index.by_attributes.get(type_id, ()):
+            tag = index.tags[tag_id]
+            if tag.computation == Computation.PROPAGATED:
+                prop = index.propagation(tag_id)
+                if prop is not None:
+                    plan.recompute(tag_id, targets_of_source(prop, ids))
+            elif tag.subject_type_id == type_id:
+                plan.recompute(tag_id, ids)
+    return plan
