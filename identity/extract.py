@@ -52,15 +52,22 @@ class Rules:
 
     def __post_init__(self) -> None:
         self.by_id = {t.id: t for t in self.types}
+        # One set and one alternation per type (its own values and the every-type ones):
+        # a value costs one set probe and one regex match, whatever the number of rules.
+        self._exact: dict[int, set[str]] = {}
+        self._pattern: dict[int, re.Pattern | None] = {}
+        for t in self.types:
+            self._exact[t.id] = self.blocked_exact.get(t.id, set()) | self.blocked_exact.get(None, set())
+            patterns = self.blocked_patterns.get(t.id, []) + self.blocked_patterns.get(None, [])
+            self._pattern[t.id] = (
+                re.compile("|".join(f"(?:{p.pattern})" for p in patterns), re.IGNORECASE) if patterns else None
+            )
 
-    def is_blocked(self, type_id: int, *values: str) -> bool:
-        for scope in (type_id, None):
-            exact = self.blocked_exact.get(scope, ())
-            patterns = self.blocked_patterns.get(scope, ())
-            for value in values:
-                if not value or value.casefold() in exact or any(p.fullmatch(value) for p in patterns):
-                    return True
-        return False
+    def is_blocked(self, type_id: int, value: str) -> bool:
+        if not value or value.casefold() in self._exact[type_id]:
+            return True
+        pattern = self._pattern[type_id]
+        return pattern is not None and pattern.fullmatch(value) is not None
 
     def shared_limit(self, type_id: int | None, composite_id: int | None) -> int | None:
         if type_id is not None:

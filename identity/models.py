@@ -214,9 +214,16 @@ class Identifier(models.Model):
     identifier type or composite key, scope, value): the graph's node for that value."""
 
     id = models.BigAutoField(primary_key=True)
-    record = models.ForeignKey(SourceRecord, on_delete=models.CASCADE, related_name="identifiers")
-    identifier_type = models.ForeignKey(IdentifierType, null=True, blank=True, on_delete=models.PROTECT)
-    composite_key = models.ForeignKey(CompositeKey, null=True, blank=True, on_delete=models.PROTECT)
+    # No database-level foreign keys: identifiers are written only by the ingest service
+    # (COPY, millions of rows) and a deferred FK check per row tripled its cost. Django
+    # still cascades (record) and protects (types) on ORM deletes.
+    record = models.ForeignKey(SourceRecord, on_delete=models.CASCADE, related_name="identifiers", db_constraint=False)
+    identifier_type = models.ForeignKey(
+        IdentifierType, null=True, blank=True, on_delete=models.PROTECT, db_constraint=False, db_index=False
+    )
+    composite_key = models.ForeignKey(
+        CompositeKey, null=True, blank=True, on_delete=models.PROTECT, db_constraint=False, db_index=False
+    )
     scope = models.CharField(max_length=160, blank=True)
     value = models.CharField(max_length=512)
     key = models.BigIntegerField()
@@ -226,7 +233,6 @@ class Identifier(models.Model):
         ordering = ["id"]
         indexes = [
             models.Index(fields=["key"], name="identifier_key_idx"),
-            models.Index(fields=["identifier_type", "scope", "value"], name="identifier_value_idx"),
         ]
         constraints = [
             models.CheckConstraint(

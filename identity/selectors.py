@@ -11,7 +11,7 @@ from django.db.models import Count
 
 from common.errors import ServiceError
 
-from .extract import Rules, load_rules
+from .extract import Rules, SourceScope, link_key, load_rules
 from .models import (
     Identifier,
     IdentifierStatus,
@@ -20,6 +20,7 @@ from .models import (
     MergeEvent,
     OneId,
     SourceRecord,
+    SourceSystem,
 )
 from .normalize import NORMALIZERS, NormalizeError
 from .resolution.region import rule_label, value_label
@@ -135,6 +136,23 @@ def oneid_detail(subject_id: int, rules: Rules | None = None) -> dict:
     }
 
 
+def _candidate_keys(identifier_type: IdentifierType, spellings: set[str], scope: str | None) -> list[int]:
+    """The graph keys the value can have: one per OneID subject type and possible scope.
+
+    Identifiers are found by their key index (there is no index on the bare value:
+    it would cost every ingest for the sake of this lookup)."""
+    sources = [SourceScope(s.code, s.subject_type_id, s.app_id, s.open_platform_id) for s in SourceSystem.objects.all()]
+    scopes = {(s.subject_type_id, s.scope_for(identifier_type.scoping)) for s in sources}
+    return sorted(
+        {
+            link_key(type_id, f"t{identifier_type.id}", one_scope, value)
+            for type_id, one_scope in scopes
+            if scope is None or one_scope == scope
+            for value in spellings
+        }
+    )
+
+
 def oneid_lookup(*, type_code: str, value: str, scope: str | None = None) -> list[dict]:
     """OneIDs holding ``value`` of identifier type ``type_code`` (after normalization)."""
     identifier_type = IdentifierType.objects.filter(code=type_code).first()
@@ -146,9 +164,7 @@ def oneid_lookup(*, type_code: str, value: str, scope: str | None = None) -> lis
         spellings = {cleaned, normalizer.finish(cleaned)}
     except NormalizeError as exc:
         raise ServiceError.single("value", f"{type_code} {exc}") from None
-    found = Identifier.objects.filter(identifier_type=identifier_type, value__in=spellings)
-    if scope is not None:
-        found = found.filter(scope=scope)
+    found = Identifier.objects.filter(key__in=_candidate_keys(identifier_type, spellings, scope), value__in=spellings)
     oneids = sorted(
         set(
             SourceRecord.objects.filter(id__in=found.values("record_id"))

@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class TagsConfig(AppConfig):
     name = "tags"
     verbose_name = "Tags"
+
+    def ready(self) -> None:
+        from tags.realtime import receivers  # noqa: F401  (real-time engine subscriptions)

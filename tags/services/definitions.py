@@ -138,6 +138,10 @@ def rule_save(*, actor, tag: TagDefinition, document: object, activate: bool = F
     """Validate ``document`` and store it as the tag's next rule version (optionally activating it)."""
     if tag.status == TagStatus.ARCHIVED:
         raise ServiceError.single("tag", f'Tag "{tag.code}" is archived.', "archived")
+    if tag.computation == Computation.PROPAGATED:  # propagation hook: documents of propagated tags
+        from tags.propagation.definitions import propagation_save
+
+        return propagation_save(actor=actor, tag=tag, document=document, activate=activate)
     if tag.computation != Computation.RULE:
         raise ServiceError.single("computation", f'Tag "{tag.code}" is {tag.computation}, not computed by a rule.')
     rule = parse_for(tag, document)
@@ -161,6 +165,10 @@ def _user(actor):
 
 def activate_rule(*, actor, tag: TagDefinition, version: int, recompute: bool = True) -> TagRule:
     """Make ``version`` the tag's active rule; its values follow by a queued recompute."""
+    if tag.computation == Computation.PROPAGATED:  # propagation hook
+        from tags.propagation.definitions import activate_propagation
+
+        return activate_propagation(actor=actor, tag=tag, version=version, recompute=recompute)
     saved = TagRule.objects.filter(tag=tag, version=version).first()
     if saved is None:
         raise ServiceError.single("version", f'Tag "{tag.code}" has no rule version {version}.', "unknown")

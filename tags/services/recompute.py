@@ -92,6 +92,10 @@ def recompute_subjects(
     cascade: bool = True,
 ) -> int:
     """Recompute ``tag`` for ``subject_ids`` (then its dependents); returns the rows changed."""
+    if tag.computation == Computation.PROPAGATED:  # propagation hook
+        from tags.propagation.recompute import recompute_subjects as recompute_propagated
+
+        return recompute_propagated(tag, subject_ids, correlation_id=correlation_id, now=now, cascade=cascade)
     ids = sorted({int(i) for i in subject_ids})
     rule = _computable(tag)
     if rule is None or not ids:
@@ -183,6 +187,10 @@ def recompute_all(
     Progress is committed with each chunk, so the admin sees it while the job runs,
     and a re-run after a crash converges (chunks already right write nothing).
     """
+    if tag.computation == Computation.PROPAGATED:  # propagation hook
+        from tags.propagation.recompute import recompute_all as recompute_propagated
+
+        return recompute_propagated(tag, chunk_size=chunk_size, job=job, now=now, cascade=cascade)
     rule = _computable(tag)
     if rule is None:
         raise ServiceError.single("tag", f'Tag "{tag.code}" has no active rule to compute.', "not_computed")
@@ -214,6 +222,10 @@ def recompute_all(
 
 def start_recompute(tag: TagDefinition, *, actor) -> RecomputeJob:
     """Queue a full recompute of ``tag``; the task starts after the current transaction commits."""
+    if tag.computation == Computation.PROPAGATED:  # propagation hook
+        from tags.propagation.definitions import start_recompute as start_propagated
+
+        return start_propagated(tag, actor=actor)
     if _computable(tag) is None:
         raise ServiceError.single("tag", f'Tag "{tag.code}" has no active rule to compute.', "not_computed")
     from tags.tasks import recompute_tag
