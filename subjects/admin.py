@@ -16,7 +16,9 @@ from django.urls import reverse
 from import_export.admin import ExportMixin, ImportMixin
 from import_export.formats import base_formats
 
-from .admin_base import ServiceAdmin
+from tags.admin.subject_panel import set_tag_value, subject_tags_context
+
+from .admin_base import ServiceAdmin, delete_selected
 from .admin_forms import RelationshipForm, RelationshipTypeForm, SubjectForm, SubjectTypeForm
 from .imports import RelationshipResource, SubjectResource
 from .models import Relationship, RelationshipType, ScopeRole, Subject, SubjectType
@@ -185,6 +187,7 @@ class SubjectAdmin(ImportServiceMixin, ExportMixin, ServiceAdmin):
     autocomplete_fields = ("business_line", "brand", "region", "parent")
     readonly_fields = ("created_at", "updated_at")
     change_form_template = "admin/subjects/subject/change_form.html"
+    actions = [delete_selected, set_tag_value]
 
     def has_export_permission(self, request) -> bool:
         return self.has_view_permission(request)
@@ -207,6 +210,8 @@ class SubjectAdmin(ImportServiceMixin, ExportMixin, ServiceAdmin):
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None and obj.pk is not None:
             context["relationship_panels"] = relationship_panels(request, obj)
+            if request.user.has_perm("tags.view_tagvalue"):
+                context.update(subject_tags_context(request, obj))
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def related_delete_counts(self, objs) -> dict[str, int]:

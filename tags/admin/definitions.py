@@ -1,0 +1,267 @@
+"""Admin of tag groups and tag definitions: options and new rule versions in the tag's form, and the
+verbs as buttons — preview (counts per value and changes), activate a version, archive, recompute.
+
+Verbs are POSTs to the tag's own admin URLs that call ``tags.services`` and report
+the outcome as a message; a refusal (an archive while other tags read the tag)
+shows the service's message, which lists the dependents.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import Prefetch
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from common.errors import ServiceError
+from subjects.admin_base import ServiceAdmin
+from tags.models import Computation, TagDefinition, TagDependency, TagGroup, TagRule
+from tags.services import definitions, recompute
+
+from .forms import TagDefinitionForm, TagGroupForm
+
+
+@admin.register(TagGroup)
+class TagGroupAdmin(ServiceAdmin):
+    form = TagGroupForm
+    actions = []
+    list_display = ("code", "name", "subject_type", "position")
+    list_filter = ("subject_type",)
+    list_select_related = ("subject_type",)
+    search_fields = ("code", "name")
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # groups are kept: their tags' history refers to them
+
+
+@admin.register(TagDefinition)
+class TagDefinitionAdmin(ServiceAdmin):
+    form = TagDefinitionForm
+    actions = ["recompute_selected"]
+    list_display = (
+        "code", "name", "subject_type", "group", "value_type", "computation", "status", "version", "last_computed_at",
+    )  # fmt: skip
+    list_filter = ("subject_type", "group", "status", "computation", "value_type")
+    list_select_related = ("subject_type", "group")
+    search_fields = ("code", "name")
+    raw_id_fields = ("owner",)
+    readonly_fields = (
+        "subject_type", "version", "last_computed_at", "dependencies_list", "dependents_list", "rule_versions",
+        "recent_jobs", "created_at", "updated_at",
+    )  # fmt: skip
+    change_form_template = "admin/tags/tagdefinition/change_form.html"
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(
+                Prefetch("dependencies", queryset=TagDependency.objects.select_related("depends_on")),
+                Prefetch("dependents", queryset=TagDependency.objects.select_related("tag")),
+            )
+        )
+
+    def get_fieldsets(self, request, obj=None):
+        main = ("group", "code", "name", "description", "value_type", "unit", "owner", "status", "computation")
+        sets = [(None, {"fields": main}), ("Options", {"fields": ("options",)})]
+        if obj is None or obj.computation == Computation.RULE:
+            sets.append(("Rule", {"fields": ("rule_versions", "new_rule", "activate_new_rule")}))
+        if obj is not None:
+            sets.append(
+                (
+                    "Computation and dependencies",
+                    {
+                        "fields": (
+                            "subject_type",
+                            "version",
+                            "last_computed_at",
+                            "dependencies_list",
+                            "dependents_list",
+                            "recent_jobs",
+                            "created_at",
+                            "updated_at",
+                        )
+                    },
+                )
+            )
+        return sets
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # tags are archived, not deleted: their history stays readable
+
+    @admin.display(description="Reads (dependencies)")
+    def dependencies_list(self, obj) -> str:
+        return _tag_links(d.depends_on for d in obj.dependencies.all())
+
+    @admin.display(description="Read by (dependents)")
+    def dependents_list(self, obj) -> str:
+        return _tag_links(d.tag for d in obj.dependents.all())
+
+    @admin.display(description="Rule versions")
+    def rule_versions(self, obj) -> str:
+        if obj is None or obj.pk is None:
+            return "—"
+        rows = TagRule.objects.filter(tag=obj).order_by("-version")[:20]
+        if not rows:
+            return "No versions yet."
+        preview = reverse("admin:tags_tagdefinition_preview", args=[obj.pk])
+        return format_html(
+            "<table><tr><th>Version</th><th>Saved</th><th>Activated</th><th></th></tr>{}</table>",
+            format_html_join(
+                "",
+                '<tr><td>v{}{}</td><td>{}</td><td>{}</td><td><a href="{}?version={}">preview</a></td></tr>',
+                (
+                    (
+                        r.version,
+                        " (active)" if r.pk == obj.rule_id else "",
+                        r.created_at,
+                        r.activated_at or "—",
+                        preview,
+                        r.version,
+                    )
+                    for r in rows
+                ),
+            ),
+        )
+
+    @admin.display(description="Recent recomputes")
+    def recent_jobs(self, obj) -> str:
+        jobs = obj.recompute_jobs.order_by("-id")[:5] if obj and obj.pk else []
+        if not jobs:
+            return "—"
+        return format_html_join(
+            "<br>",
+            '<a href="{}">#{}</a> {} — {}/{} chunks, {} rows changed',
+            (
+                (
+                    reverse("admin:tags_recomputejob_change", args=[j.pk]),
+                    j.pk,
+                    j.status,
+                    j.chunks_done,
+                    j.chunks_total,
+                    j.rows_changed,
+                )
+                for j in jobs
+            ),
+        )
+
+    # Verbs -----------------------------------------------------------------------------
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<int:pk>/preview/", view(self.preview_view), name="tags_tagdefinition_preview"),
+            path("<int:pk>/activate/", view(self.activate_view), name="tags_tagdefinition_activate"),
+            path("<int:pk>/archive/", view(self.archive_view), name="tags_tagdefinition_archive"),
+            path("<int:pk>/recompute/", view(self.recompute_view), name="tags_tagdefinition_recompute"),
+            *super().get_urls(),
+        ]
+
+    def _tag(self, request, pk: int, *, change: bool) -> TagDefinition:
+        tag = get_object_or_404(TagDefinition.objects.select_related("rule", "subject_type", "group"), pk=pk)
+        allowed = self.has_change_permission(request, tag) if change else self.has_view_permission(request, tag)
+        if not allowed:
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        return tag
+
+    def _back(self, tag: TagDefinition) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:tags_tagdefinition_change", args=[tag.pk]))
+
+    def preview_view(self, request, pk: int):
+        """Counts per value and changes against the stored values, by the SQL the recompute runs."""
+        from tags.services import preview
+
+        tag = self._tag(request, pk, change=False)
+        version = _version(request.GET.get("version"))
+        if version is None:
+            version = TagRule.objects.filter(tag=tag).order_by("-version").values_list("version", flat=True).first()
+        saved = TagRule.objects.filter(tag=tag, version=version).first() if version else None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": tag,
+            "title": f"Preview of {tag.name}" + (f" v{saved.version}" if saved else ""),
+            "rule": saved,
+            "can_activate": saved is not None and saved.pk != tag.rule_id and self.has_change_permission(request, tag),
+        }
+        if saved is None:
+            context["error"] = "This tag has no rule version to preview."
+        else:
+            try:
+                result = preview.preview_rule(tag, saved.document)
+            except ServiceError as exc:
+                context["error"] = exc.message
+                context["errors"] = exc.errors
+            else:
+                options = dict(tag.options.values_list("value", "label"))
+                context["result"] = result
+                context["rows"] = [(value, options.get(value, value), n) for value, n in result["counts"].items()]
+        return TemplateResponse(request, "admin/tags/tagdefinition/preview.html", context)
+
+    def activate_view(self, request, pk: int):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        tag = self._tag(request, pk, change=True)
+        version = _version(request.POST.get("version"))
+        try:
+            definitions.activate_rule(actor=request.user, tag=tag, version=version or 0)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return self._back(tag)
+        self.message_user(request, f"Version {version} of {tag.name} is active; a full recompute was queued.")
+        return self._back(tag)
+
+    def archive_view(self, request, pk: int):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        tag = self._tag(request, pk, change=True)
+        try:
+            definitions.archive(actor=request.user, tag=tag)
+        except ServiceError as exc:
+            self.message_user(request, f"Not archived: {exc.message}", messages.ERROR)
+            return self._back(tag)
+        self.message_user(request, f"{tag.name} is archived.")
+        return self._back(tag)
+
+    def recompute_view(self, request, pk: int):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        tag = self._tag(request, pk, change=True)
+        try:
+            job = recompute.start_recompute(tag, actor=request.user)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return self._back(tag)
+        self.message_user(request, f"Recompute of {tag.name} queued (job #{job.pk}).")
+        return HttpResponseRedirect(reverse("admin:tags_recomputejob_change", args=[job.pk]))
+
+    @admin.action(description="Recompute the selected rule tags", permissions=["change"])
+    def recompute_selected(self, request, queryset):
+        started, refused = [], []
+        for tag in queryset.select_related("rule")[:50]:
+            try:
+                started.append(recompute.start_recompute(tag, actor=request.user).pk)
+            except ServiceError as exc:
+                refused.append(exc.message)
+        if started:
+            self.message_user(request, f"Recompute queued: jobs {', '.join(f'#{p}' for p in started)}.")
+        for message in refused:
+            self.message_user(request, message, messages.WARNING)
+
+
+def _version(text) -> int | None:
+    return int(text) if isinstance(text, str) and text.isdigit() and len(text) < 9 else None
+
+
+def _tag_links(tags) -> str:
+    tags = sorted(tags, key=lambda t: t.code)
+    if not tags:
+        return "—"
+    return format_html_join(
+        ", ", '<a href="{}">{}</a>', ((reverse("admin:tags_tagdefinition_change", args=[t.pk]), t.code) for t in tags)
+    )
