@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import orjson
 
@@ -25,8 +24,8 @@ from subjects.schemas import attribute_error, validator_for
 class RecordView:
     id: int
     trust: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: float  # epoch seconds: only their order matters
+    updated_at: float
     raw: Mapping
 
 
@@ -59,6 +58,10 @@ def allowed_attributes(schema: Mapping) -> set[str] | None:
 def golden_record(records: Sequence[RecordView], schema: Mapping, strategies: Mapping[str, str]) -> tuple[dict, str]:
     """``(attributes, display_name)`` for a OneID made of ``records``."""
     allowed = allowed_attributes(schema)
+    if len(records) == 1:  # the common case: one record, its own non-empty values
+        raw = records[0].raw
+        attributes = {k: raw[k] for k in sorted(raw) if not _empty(raw[k]) and (allowed is None or k in allowed)}
+        return _valid(attributes, schema), _name(attributes, records)
     by_attribute: dict[str, list[tuple[RecordView, object]]] = {}
     for record in records:
         for name, value in record.raw.items():
@@ -68,6 +71,11 @@ def golden_record(records: Sequence[RecordView], schema: Mapping, strategies: Ma
         name: _pick(strategies.get(name, "most_trusted"), candidates)
         for name, candidates in sorted(by_attribute.items())
     }
+    return _valid(attributes, schema), _name(attributes, records)
+
+
+def _valid(attributes: dict, schema: Mapping) -> dict:
+    """``attributes`` without the values the schema rejects."""
     validator = validator_for(schema)
     for _ in range(len(attributes) + 1):
         problem = attribute_error(validator, attributes)
@@ -78,7 +86,11 @@ def golden_record(records: Sequence[RecordView], schema: Mapping, strategies: Ma
             attributes = {}
             break
         del attributes[field]
+    return attributes
+
+
+def _name(attributes: dict, records: Sequence[RecordView]) -> str:
     name = attributes.get("name") or next(
         (r.raw.get("name") for r in records if isinstance(r.raw.get("name"), str) and r.raw.get("name")), ""
     )
-    return attributes, str(name)[:255]
+    return str(name)[:255]

@@ -15,6 +15,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import orjson
+from django.db import connection
+
 from audit.services import domain_event_record
 from subjects.models import Subject, SubjectType
 from subjects.services import subject_bulk_upsert
@@ -57,15 +60,32 @@ def choose_oneids(groups: Mapping[int, list[int]], current: Mapping[int, int | N
     return chosen
 
 
-def golden_items(groups: Mapping[object, list[int]], ext_ids: Mapping[object, str], rules: Rules) -> list[dict]:
-    """Subject upsert items carrying the golden record of each group (keyed like ``ext_ids``)."""
-    record_ids = [r for records in groups.values() for r in records]
+def _record_views(record_ids: list[int]) -> dict[int, tuple[RecordView, int]]:
+    """Records as golden-record inputs: one statement, JSON decoded by orjson."""
     views: dict[int, tuple[RecordView, int]] = {}
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT r.id, s.trust_rank, extract(epoch FROM r.created_at)::float8,"
+                " extract(epoch FROM r.updated_at)::float8, r.raw::text, s.subject_type_id"
+                " FROM identity_sourcerecord r JOIN identity_sourcesystem s ON s.id = r.source_id"
+                " WHERE r.id = ANY(string_to_array(%s, ',')::bigint[])",
+                [",".join(map(str, record_ids))],
+            )
+            for id_, trust, created, updated, raw, type_id in cursor.fetchall():
+                views[id_] = (RecordView(id_, trust, created, updated, orjson.loads(raw)), type_id)
+        return views
     rows = SourceRecord.objects.filter(id__in=record_ids).values_list(
         "id", "source__trust_rank", "created_at", "updated_at", "raw", "source__subject_type_id"
     )
     for id_, trust, created, updated, raw, type_id in rows:
-        views[id_] = (RecordView(id_, trust, created, updated, raw), type_id)
+        views[id_] = (RecordView(id_, trust, created.timestamp(), updated.timestamp(), raw), type_id)
+    return views
+
+
+def golden_items(groups: Mapping[object, list[int]], ext_ids: Mapping[object, str], rules: Rules) -> list[dict]:
+    """Subject upsert items carrying the golden record of each group (keyed like ``ext_ids``)."""
+    views = _record_views([r for records in groups.values() for r in records])
     items = []
     for group, records in groups.items():
         type_id = views[records[0]][1]

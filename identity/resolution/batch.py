@@ -307,9 +307,22 @@ def _golden(records, labels, changed_labels, chosen, actor, rules, result) -> di
             if label not in chosen:
                 created[label] = item.id
     if created:
-        OneId.objects.bulk_create([OneId(subject_id=s) for s in created.values()], batch_size=10_000)
+        _insert_oneids(sorted(created.values()))
     result.created = len(created)
     return created
+
+
+def _insert_oneids(ids: list[int]) -> None:
+    """OneID state rows for new subjects in one statement (no model instances)."""
+    if connection.vendor != "postgresql":
+        OneId.objects.bulk_create([OneId(subject_id=s) for s in ids], batch_size=10_000)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO identity_oneid (subject_id, status, created_at, updated_at)"
+            " SELECT x::bigint, 'active', now(), now() FROM unnest(string_to_array(%s, ',')) AS x",
+            [",".join(map(str, ids))],
+        )
 
 
 def _write_assignment(ids: np.ndarray, oneids: np.ndarray) -> None:

@@ -18,7 +18,7 @@ from ..models import BlockedValue, CompositeKey, IdentifierType, SourceSystem
 from ..normalize import NORMALIZERS
 
 
-def _check(instance: models.Model) -> None:
+def check_rules(instance: models.Model) -> None:
     if isinstance(instance, SourceSystem):
         schema = instance.subject_type.attribute_schema if instance.subject_type_id else {}
         if schema.get("required"):
@@ -66,7 +66,7 @@ def config_save(*, actor, model: type[models.Model], data: Mapping, instance: mo
             "The object is invalid.",
             [ItemError(None, f, str(m)) for f, ms in exc.message_dict.items() for m in ms],
         ) from None
-    _check(obj)
+    check_rules(obj)
     with transaction.atomic(), set_actor(actor if actor is not None and actor.is_authenticated else None):
         obj.save()
     return obj
