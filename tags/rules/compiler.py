@@ -269,7 +269,7 @@ class Compiler:
             sql = f"CASE WHEN {valid} THEN CASE WHEN {fits} THEN (%s::date - ({d})::date)::float8 END END"
             return sql, [*params, *params, *params, *params, self.today.isoformat(), *params]
         glob = "[0-9]" * 4 + "-[0-9][0-9]-[0-9][0-9]"
-        valid = f"({d}) GLOB '{glob}' AND date({d}) = ({d}) AND substr(({d}), 1, 4) <> '0000'"
+        valid = f"({d}) GLOB '{glob}' AND date(({d}), '+0 days') = ({d}) AND substr(({d}), 1, 4) <> '0000'"
         sql = f"CASE WHEN {valid} THEN CAST(julianday(%s) - julianday({d}) AS INTEGER) END"
         return sql, [*params, *params, *params, *params, self.today.isoformat(), *params]
 
@@ -339,7 +339,7 @@ class Compiler:
         base = f"FROM tags_event e WHERE e.subject_id = s.id AND {window_sql} AND ({value}) IS NOT NULL"
         collate = ' COLLATE "C"' if self.pg and node.prop.type == n.STRING else ""
         if node.fn == "mode":
-            sql = f"(SELECT ({value}) AS v {base} GROUP BY 1 ORDER BY COUNT(*) DESC, 1{collate} LIMIT 1)"
+            sql = f"(SELECT ({value}) AS v {base} GROUP BY 1 ORDER BY COUNT(*) DESC, ({value}){collate} LIMIT 1)"
         else:
             order = "" if node.fn == "first" else " DESC"
             sql = f"(SELECT {value} {base} ORDER BY e.occurred_at{order}, e.id{order} LIMIT 1)"

@@ -172,6 +172,7 @@ def activate_rule(*, actor, tag: TagDefinition, version: int, recompute: bool = 
     saved = TagRule.objects.filter(tag=tag, version=version).first()
     if saved is None:
         raise ServiceError.single("version", f'Tag "{tag.code}" has no rule version {version}.', "unknown")
+    forget_cached_rules()
     rule = parse_for(tag, saved.document)
     with transaction.atomic():
         TagDefinition.objects.select_for_update().filter(pk=tag.pk).first()
