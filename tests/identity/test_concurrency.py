@@ -1,0 +1,60 @@
+"""Concurrent records on real PostgreSQL: bridging records end in one OneID with one merge event."""
+
+import threading
+
+import pytest
+from django.db import connection
+
+from identity.models import IdentifierType, MergeEvent, OneId
+
+from .helpers import partition, push
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def run_in_threads(jobs):
+    errors = []
+    barrier = threading.Barrier(len(jobs))
+
+    def worker(job):
+        try:
+            barrier.wait()
+            job()
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def test_concurrent_bridging_records_merge_once(sources):
+    IdentifierType.objects.create(code="passport", name="Passport", normalizer="token", fields=["passport"])
+    push(("crm_a", "A1", {"passport": "P1"}), ("wecom", "W1", {"external_userid": "wm1"}))
+    assert len(partition()) == 2
+    jobs = [(lambda i=i: push(("shop", f"S{i}", {"passport": "P1", "external_userid": "wm1"}))) for i in range(8)]
+    run_in_threads(jobs)
+    assert len(partition()) == 1
+    assert MergeEvent.objects.filter(kind="merge").count() == 1
+    assert OneId.objects.filter(status="active").count() == 1
+
+
+def test_concurrent_new_records_sharing_a_value_make_one_oneid(sources):
+    jobs = [(lambda i=i: push(("oa_a" if i % 2 else "mp_b", f"O{i}", {"unionid": "u-new"}))) for i in range(8)]
+    run_in_threads(jobs)
+    assert len(partition()) == 1
+    assert OneId.objects.filter(status="active").count() == 1
+
+
+def test_concurrent_chains_bridging_many_oneids(sources):
+    push(*[("crm_a", f"A{i}", {"email": f"p{i}@qq.com"}) for i in range(6)])
+    jobs = [(lambda i=i: push(("shop", f"S{i}", {"email": [f"p{i}@qq.com", f"p{i + 1}@qq.com"]}))) for i in range(5)]
+    run_in_threads(jobs)
+    assert len(partition()) == 1
+    assert OneId.objects.filter(status="active").count() == 1
+    assert MergeEvent.objects.filter(kind="merge").count() == 5
