@@ -157,6 +157,36 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_TIMEZONE = TIME_ZONE
+# Redis redelivers an unacknowledged message after the visibility timeout: keep it above
+# the longest task's time limit (full recomputes: 3 h) so a running task is not duplicated.
+# A worker process that dies is requeued at once (task_reject_on_worker_lost).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(4 * 3600))),
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Real-time refreshes are short; full recomputes are long. With TAGWEAVE_TASK_QUEUES=1 they
+# go to separate queues ("realtime", "bulk"): start workers with -Q celery,realtime,bulk or
+# dedicated ones, so a long recompute never delays an event's downstream tags.
+if env_bool("TAGWEAVE_TASK_QUEUES", False):
+    CELERY_TASK_ROUTES = {
+        "tags.refresh": {"queue": "realtime"},
+        "tags.expire_windows": {"queue": "realtime"},
+        "tags.recompute_tag": {"queue": "bulk"},
+        "tags.recompute_propagated": {"queue": "bulk"},
+        "tags.reconcile_propagated": {"queue": "bulk"},
+    }
+# Beat: windowed tags expire without a new event; the nightly reconcile is the safety net
+# for triggers the engine cannot see (a relationship moved to other ends in a bulk upsert).
+CELERY_BEAT_SCHEDULE = {
+    "tags-expire-windows": {
+        "task": "tags.expire_windows",
+        "schedule": float(os.environ.get("TAGWEAVE_EXPIRY_SECONDS", "300")),
+    },
+    "tags-reconcile-propagated": {
+        "task": "tags.reconcile_propagated",
+        "schedule": float(os.environ.get("TAGWEAVE_RECONCILE_SECONDS", str(24 * 3600))),
+    },
+}
 
 # Bulk endpoints accept at most this many items a request.
 TAGWEAVE_BULK_MAX_ITEMS = int(os.environ.get("TAGWEAVE_BULK_MAX_ITEMS", "1000"))

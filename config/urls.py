@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/v1/", include("subjects.api.urls")),
     path("api/v1/", include("identity.api.urls")),
     path("api/v1/", include("tags.api.urls")),
+    path("api/v1/", include("tags.api.events_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "api/docs/",

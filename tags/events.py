@@ -184,7 +184,7 @@ def _identifier_ok(value: object) -> bool:
 
 
 def _attribute(parsed: list[_Item], errors: list[ItemError]) -> None:
-    """Resolve identifiers to subjects and check every subject exists (one query each)."""
+    """Resolve identifiers to subjects (OneID) and check every subject id exists (one query)."""
     by_identifier = [item for item in parsed if item.identifier is not None]
     if by_identifier:
         lookup = identifier_lookup()
@@ -194,37 +194,73 @@ def _attribute(parsed: list[_Item], errors: list[ItemError]) -> None:
                     ItemError(
                         item.index,
                         "identifier",
-                        "Attribution by identifier needs the OneID lookup, which this installation does not offer;"
+                        "Attribution by identifier needs OneID (the identity app), which is not installed;"
                         " send the subject id.",
                         "identifier_unavailable",
                     )
                 )
         else:
-            found = lookup(
-                [(i.identifier["type"], i.identifier["value"], i.identifier.get("scope", "")) for i in by_identifier]
-            )
-            for item, subject in zip(by_identifier, found, strict=True):
-                if subject is None:
-                    errors.append(ItemError(item.index, "identifier", "No subject has this identifier.", "unknown"))
+            keys = sorted({_key(item.identifier) for item in by_identifier})
+            answers = lookup(keys)
+            for item in by_identifier:
+                subject, problem = answers[_key(item.identifier)]
+                if problem is not None:
+                    errors.append(ItemError(item.index, f"identifier.{problem[0]}", problem[1], problem[2]))
                 item.subject = subject
-    ids = {item.subject for item in parsed if item.subject is not None}
+    ids = {item.subject for item in parsed if item.identifier is None and item.subject is not None}
     known = set(Subject.objects.filter(id__in=ids).values_list("id", flat=True)) if ids else set()
     for item in parsed:
         if item.identifier is None and item.subject is not None and item.subject not in known:
             errors.append(ItemError(item.index, "subject", f"Subject {item.subject} does not exist.", "unknown"))
 
 
+def _key(identifier: Mapping) -> tuple[str, str, str | None]:
+    return (identifier["type"], identifier["value"], identifier.get("scope") or None)
+
+
+Answer = tuple[int | None, tuple[str, str, str] | None]  # (subject id, (field, message, code) problem)
+
+
 def identifier_lookup():
-    """``identity.services``' batch lookup ``[(type, value, scope)] -> [subject id | None]``, if it has one."""
+    """``keys -> {key: Answer}`` through OneID, or None when the identity app is absent.
+
+    Uses ``identity.services.subjects_for_identifiers`` (a batch lookup) when identity
+    offers it, else ``identity.selectors.oneid_lookup`` once per distinct identifier.
+    """
     try:
-        from identity import services
+        from identity import selectors, services
     except ImportError:
         return None
-    for name in ("subjects_for_identifiers", "lookup_identifiers", "resolve_identifiers"):
-        function = getattr(services, name, None)
-        if callable(function):
-            return function
-    return None
+    batch = getattr(services, "subjects_for_identifiers", None)
+    if callable(batch):
+        return batch
+    single = getattr(selectors, "oneid_lookup", None)
+    if not callable(single):
+        return None
+
+    def lookup(keys: list[tuple[str, str, str | None]]) -> dict:
+        answers: dict = {}
+        for key in keys:
+            type_code, value, scope = key
+            try:
+                found = single(type_code=type_code, value=value, scope=scope)
+            except ServiceError as error:
+                field = error.errors[0].field if error.errors else "value"
+                answers[key] = (None, (field, error.message, error.code))
+                continue
+            subjects = sorted({o["id"] for o in found if o.get("status") == "active"} or {o["id"] for o in found})
+            if not subjects:
+                answers[key] = (None, ("value", f"No OneID holds this {type_code}.", "unknown"))
+            elif len(subjects) > 1:
+                answers[key] = (
+                    None,
+                    ("value", f"{len(subjects)} OneIDs hold this {type_code}; send the subject id.", "ambiguous"),
+                )
+            else:
+                answers[key] = (subjects[0], None)
+        return answers
+
+    return lookup
 
 
 # ---- writing -----------------------------------------------------------------------------------

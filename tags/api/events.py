@@ -1,0 +1,90 @@
+"""Event ingestion endpoints: one event, or a batch of up to 1,000, idempotent by (source, event_id).
+
+Thin: the serializers only document the shape (the service validates every item
+and names index and field); the views call ``tags.events.ingest_events``.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from common.errors import ServiceError
+from subjects.api.serializers import ErrorSerializer
+from tags.events import ingest_events
+from tags.models import Event
+
+ERRORS = {400: ErrorSerializer, 403: ErrorSerializer}
+
+
+class IdentifierSerializer(serializers.Serializer):
+    type = serializers.CharField(help_text='Identifier type code, e.g. "phone", "wechat_openid".')
+    value = serializers.CharField()
+    scope = serializers.CharField(required=False, help_text="e.g. the WeChat app id of an openid")
+
+
+class EventInSerializer(serializers.Serializer):
+    source = serializers.CharField(max_length=64, help_text="The sending system; with event_id the idempotency key.")
+    event_id = serializers.CharField(max_length=128)
+    type = serializers.SlugField(max_length=64, help_text='e.g. "purchase", "visit"')
+    occurred_at = serializers.DateTimeField()
+    properties = serializers.DictField(required=False)
+    subject = serializers.IntegerField(required=False, help_text="The subject id; or give identifier.")
+    identifier = IdentifierSerializer(required=False)
+
+
+class EventBatchInSerializer(serializers.Serializer):
+    items = EventInSerializer(many=True)
+
+
+class EventResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    id = serializers.IntegerField()
+    subject = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["created", "replayed"])
+
+
+class EventBatchResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    replayed = serializers.IntegerField()
+    results = EventResultSerializer(many=True)
+
+
+class _EventView(APIView):
+    queryset = Event.objects.none()  # ModelPermissions: POST needs tags.add_event
+
+
+class EventIngestView(_EventView):
+    @extend_schema(
+        request=EventInSerializer,
+        responses={201: EventResultSerializer, 200: EventResultSerializer, **ERRORS},
+        summary="Ingest one event (201 stored; 200 a replay of a stored event id, with the original result)",
+    )
+    def post(self, request: Request) -> Response:
+        if not isinstance(request.data, dict):
+            raise ServiceError.single("item", "Expected an event object.")
+        result = ingest_events(actor=request.user, items=[request.data])[0].as_dict()
+        del result["index"]
+        return Response(result, status=status.HTTP_201_CREATED if result["status"] == "created" else status.HTTP_200_OK)
+
+
+class EventBatchView(_EventView):
+    @extend_schema(
+        request=EventBatchInSerializer,
+        responses={200: EventBatchResultSerializer, **ERRORS},
+        summary="Ingest up to 1,000 events, all or nothing; replays answer with their original result",
+    )
+    def post(self, request: Request) -> Response:
+        data = request.data
+        items = data.get("items") if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise ServiceError.single("items", 'Send {"items": [...]} (or a JSON array of events).')
+        results = ingest_events(actor=request.user, items=items, max_items=settings.TAGWEAVE_BULK_MAX_ITEMS)
+        created = sum(1 for r in results if r.status == "created")
+        return Response(
+            {"created": created, "replayed": len(results) - created, "results": [r.as_dict() for r in results]}
+        )
