@@ -75,7 +75,13 @@ class SubjectSerializer(serializers.ModelSerializer):
 class SubjectDetailSerializer(SubjectSerializer):
     """One subject with its tags grouped by tag group (``tags`` is filled by the view in two queries)."""
 
-    tags = SubjectTagGroupSerializer(many=True, read_only=True, source="tag_groups_shown")
+    tags = SubjectTagGroupSerializer(
+        many=True,
+        read_only=True,
+        allow_null=True,
+        source="tag_groups_shown",
+        help_text="Tags grouped by tag group; null without the permission to view tag values",
+    )
 
     class Meta(SubjectSerializer.Meta):
         fields = [*SubjectSerializer.Meta.fields, "tags"]

@@ -158,9 +158,13 @@ class SubjectViewSet(ServiceBackedViewSet):
         return services.subject_save(actor=self.request.user, data=data, instance=instance)
 
     def retrieve(self, request, *args, **kwargs):
-        """The subject and its tags grouped by tag group: two queries for the tags, however many."""
+        """The subject and its tags grouped by tag group: two queries for the tags, however many.
+
+        ``tags`` is null for a user who may not view tag values.
+        """
         subject = self.get_object()
-        subject.tag_groups_shown = subject_tag_groups(subject.pk)
+        allowed = request.user.has_perm("tags.view_tagvalue")
+        subject.tag_groups_shown = subject_tag_groups(subject.pk) if allowed else None
         return Response(SubjectDetailSerializer(subject, context=self.get_serializer_context()).data)
 
     @extend_schema(

@@ -60,3 +60,20 @@ def test_the_subject_list_stays_without_tags(api, tags, admin_user):
     _fill(tags, member, admin_user)
     row = api.get("/api/v1/subjects/", {"type": "member"}).json()["results"][0]
     assert "tags" not in row
+
+
+def test_tags_are_null_for_a_user_who_may_not_view_tag_values(tags, admin_user, db):
+    from django.contrib.auth.models import Permission
+    from rest_framework.test import APIClient
+
+    from tests.factories import UserFactory
+
+    member = tags.member()
+    _fill(tags, member, admin_user)
+    user = UserFactory()
+    user.user_permissions.add(Permission.objects.get(codename="view_subject"))
+    client = APIClient()
+    client.force_authenticate(user)
+    body = client.get(f"/api/v1/subjects/{member.id}/").json()
+    assert body["id"] == member.id and body["tags"] is None
+    assert client.get(f"/api/v1/subjects/{member.id}/tags/").status_code == 403
