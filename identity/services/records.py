@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from audit.services import bulk_write_record
 from common.errors import ItemError, ServiceError
-from subjects.schemas import attributes_encoding_error, valid_text
+from subjects.schemas import valid_text
 
 from ..extract import Extracted, Rules, SourceScope, extract, load_rules
 from ..models import Identifier, SourceRecord, SourceSystem
@@ -54,10 +54,20 @@ class _Item:
     raw: dict
     content_hash: str
     identifiers: list[Extracted]
+    encoded: bytes = b""  # raw as canonical JSON (sorted keys): hashed, size-checked and copied once
 
 
-def content_hash(raw: Mapping) -> str:
-    return hashlib.blake2b(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+def _encode(raw: dict) -> tuple[bytes, str | None]:
+    """Canonical JSON of ``raw``, or why every backend could not store it."""
+    try:
+        encoded = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:
+        return b"", f"cannot be stored as JSON: {exc}"
+    if b"\\u0000" in encoded:
+        return b"", "text must not contain NUL characters (\\u0000)"
+    if len(encoded) > MAX_RAW_BYTES:
+        return b"", f"Must encode to at most {MAX_RAW_BYTES} bytes."
+    return encoded, None
 
 
 def source_record_bulk_upsert(
@@ -136,12 +146,13 @@ def _parse(items: Sequence[Mapping], rules: Rules, errors: list[ItemError]) -> l
         if not valid_text(external_id, 128):
             errors.append(ItemError(index, "external_id", "Must be a non-blank string of at most 128 characters."))
         raw = raw_item.get("raw", {})
+        encoded = b""
         if not isinstance(raw, dict):
             errors.append(ItemError(index, "raw", "Must be a JSON object."))
-        elif problem := attributes_encoding_error(raw):
-            errors.append(ItemError(index, "raw", problem))
-        elif len(orjson.dumps(raw)) > MAX_RAW_BYTES:
-            errors.append(ItemError(index, "raw", f"Must encode to at most {MAX_RAW_BYTES} bytes."))
+        else:
+            encoded, problem = _encode(raw)
+            if problem:
+                errors.append(ItemError(index, "raw", problem))
         if len(errors) > before:
             continue
         identifiers, problems = extract(raw, scopes[source.code], rules)
@@ -151,7 +162,8 @@ def _parse(items: Sequence[Mapping], rules: Rules, errors: list[ItemError]) -> l
         if first != index:
             errors.append(ItemError(index, "external_id", f"Duplicate of item {first} (same source and external_id)."))
         if len(errors) == before:
-            parsed.append(_Item(index, source, external_id, raw, content_hash(raw), identifiers))
+            digest = hashlib.blake2b(encoded, digest_size=16).hexdigest()
+            parsed.append(_Item(index, source, external_id, raw, digest, identifiers, encoded))
     return parsed
 
 
@@ -169,7 +181,7 @@ def _write_records(items: list[_Item]) -> list[RecordResult]:
     if not items:
         return []
     now = timezone.now()
-    rows = [(i.source.id, i.external_id, i.raw, i.content_hash, i.source.brand_id) for i in items]
+    rows = [(i.source.id, i.external_id, i.encoded.decode(), i.content_hash, i.source.brand_id) for i in items]
     names = ", ".join(n for n, _ in RECORD_COLUMNS)
     source, params = _stage(rows)
     stamp = now.isoformat() if connection.vendor == "postgresql" else connection.ops.adapt_datetimefield_value(now)
@@ -201,13 +213,18 @@ def _write_records(items: list[_Item]) -> list[RecordResult]:
 SMALL_BATCH = 200
 
 
+def _decoded(row: tuple) -> tuple:
+    """A staged row with ``raw`` as a JSON value again (for the JSON-parameter paths)."""
+    return (row[0], row[1], orjson.loads(row[2]), *row[3:])
+
+
 def _stage(rows: list[tuple]) -> tuple[str, list]:
     """Where the upsert reads the batch: a COPY-filled temporary table (large batches on
     PostgreSQL) or one JSON parameter (small batches: no temporary-table round trips; SQLite)."""
     if connection.vendor == "postgresql" and len(rows) <= SMALL_BATCH:
         names = [n for n, _ in RECORD_COLUMNS]
         definition = ", ".join(f"{n} {t}" for n, t in RECORD_COLUMNS)
-        payload = orjson.dumps([dict(zip(names, row, strict=True)) for row in rows]).decode()
+        payload = orjson.dumps([dict(zip(names, _decoded(row), strict=True)) for row in rows]).decode()
         return f"jsonb_to_recordset(%s::jsonb) AS r({definition})", [payload]
     if connection.vendor != "postgresql":
         names = [n for n, _ in RECORD_COLUMNS]
@@ -215,15 +232,15 @@ def _stage(rows: list[tuple]) -> tuple[str, list]:
             f"json(json_extract(value, '$.{n}')) AS {n}" if t == "jsonb" else f"json_extract(value, '$.{n}') AS {n}"
             for n, t in RECORD_COLUMNS
         )
-        payload = orjson.dumps([dict(zip(names, row, strict=True)) for row in rows]).decode()
+        payload = orjson.dumps([dict(zip(names, _decoded(row), strict=True)) for row in rows]).decode()
         return f"(SELECT {fields} FROM json_each(%s)) AS r", [payload]
     definition = ", ".join(f"{n} {t}" for n, t in RECORD_COLUMNS)
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS tw_stage_identity_record ({definition})")
         cursor.execute("TRUNCATE tw_stage_identity_record")
         with cursor.cursor.copy("COPY tw_stage_identity_record FROM STDIN") as copy:
-            for source_id, external_id, raw, hash_, brand in rows:
-                copy.write_row((source_id, external_id, orjson.dumps(raw).decode(), hash_, brand))
+            for row in rows:
+                copy.write_row(row)
     return "tw_stage_identity_record r", []
 
 
