@@ -133,7 +133,7 @@ class _Parser:
         op, args = next(iter(expr.items()))
         handler = _HANDLERS.get(op)
         if handler is None:
-            self.fail(path, f'Unknown operator "{op}".', "unknown_operator")
+            self.fail(f"{path}.{op}", f'Unknown operator "{op}".', "unknown_operator")
             return None
         return handler(self, op, args, f"{path}.{op}", scope, depth + 1)
 

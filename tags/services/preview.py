@@ -58,7 +58,7 @@ def preview_rule(tag: TagDefinition, document: object) -> dict:
 
 
 def _load(value: object) -> object:
-    """psycopg decodes jsonb; SQLite returns JSON text."""
-    if isinstance(value, str) and connection.vendor != "postgresql":
+    """Raw cursors return JSON text on both backends (Django leaves jsonb undecoded)."""
+    if isinstance(value, str | bytes):
         return orjson.loads(value)
     return value

@@ -105,6 +105,8 @@ def recompute_subjects(
     changed = _write(tag, rule, Selection.of_ids(ids), now=now, correlation_id=correlation_id).count
     if cascade:
         for dependent in _dependents(tag):
+            if dependent.computation != Computation.RULE:
+                continue  # propagated tags follow through the real-time engine (values_changed)
             affected = _affected(dependent, tag, ids)
             changed += recompute_subjects(dependent, affected, correlation_id=correlation_id, now=now, cascade=False)
     return changed
