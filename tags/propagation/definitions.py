@@ -114,7 +114,7 @@ def preview_propagation(tag: TagDefinition, document: object) -> dict:
         else "(NOT (json_extract(c.value, '$') IS json_extract(v.value, '$')) OR (c.value IS NULL) <> (v.value IS NULL))"
     )
     joined = f"FROM ({computed_sql}) c LEFT JOIN tags_tagvalue v ON v.tag_id = %s AND v.subject_id = c.subject_id"
-    load = (lambda x: x) if pg else (lambda x: orjson.loads(x) if isinstance(x, str) else x)
+    load = lambda x: orjson.loads(x) if isinstance(x, str | bytes) else x  # noqa: E731 (raw jsonb is text on both)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT c.value, COUNT(*), SUM(CASE WHEN {differs} THEN 1 ELSE 0 END) {joined} GROUP BY c.value",
