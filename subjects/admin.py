@@ -16,7 +16,7 @@ from django.urls import reverse
 from import_export.admin import ExportMixin, ImportMixin
 from import_export.formats import base_formats
 
-from tags.admin.subject_panel import set_tag_value, subject_tags_context
+from tags.admin.subject_panel import may_set_values, set_tag_value, subject_tags_context
 
 from .admin_base import ServiceAdmin, delete_selected
 from .admin_forms import RelationshipForm, RelationshipTypeForm, SubjectForm, SubjectTypeForm
@@ -191,6 +191,10 @@ class SubjectAdmin(ImportServiceMixin, ExportMixin, ServiceAdmin):
 
     def has_export_permission(self, request) -> bool:
         return self.has_view_permission(request)
+
+    def has_set_tag_values_permission(self, request) -> bool:
+        """The "set a tag value" action writes tag values, not subjects."""
+        return may_set_values(request)
 
     def get_readonly_fields(self, request, obj=None):
         identity = ("subject_type", "source", "external_id") if obj is not None else ()

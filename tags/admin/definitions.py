@@ -9,6 +9,7 @@ shows the service's message, which lists the dependents.
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -164,8 +165,6 @@ class TagDefinitionAdmin(ServiceAdmin):
         tag = get_object_or_404(TagDefinition.objects.select_related("rule", "subject_type", "group"), pk=pk)
         allowed = self.has_change_permission(request, tag) if change else self.has_view_permission(request, tag)
         if not allowed:
-            from django.core.exceptions import PermissionDenied
-
             raise PermissionDenied
         return tag
 

@@ -46,7 +46,7 @@ def subject_tags_context(request, subject: Subject) -> dict:
     for group in groups:
         for tag in group["tags"]:
             tag["text"] = value_text(tag["value"])
-    can_edit = request.user.has_perms(SET_PERMS)
+    can_edit = may_set_values(request)
     return {
         "tag_groups": groups,
         "tag_edit": {
@@ -73,7 +73,7 @@ def set_subject_value(request, subject_id: int):
 
     Mounted by ``TagValueAdmin.get_urls`` through ``admin_view`` (staff only, CSRF-checked).
     """
-    if not request.user.has_perms(SET_PERMS):
+    if not may_set_values(request):
         raise PermissionDenied
     subject = get_object_or_404(Subject, pk=subject_id)
     back = reverse("admin:subjects_subject_change", args=[subject.pk]) + "#subject-tags"
@@ -121,11 +121,16 @@ class SetTagValueForm(forms.Form):
         )
 
 
-@admin.action(description="Set a tag value on the selected subjects")
+def may_set_values(request) -> bool:
+    return request.user.has_perms(SET_PERMS)
+
+
+@admin.action(description="Set a tag value on the selected subjects", permissions=["set_tag_values"])
 def set_tag_value(modeladmin, request, queryset):
-    """An intermediate form (tag + value), then one ``write_values`` over all selected subjects."""
-    if not request.user.has_perms(SET_PERMS):
-        raise PermissionDenied
+    """An intermediate form (tag + value), then one ``write_values`` over all selected subjects.
+
+    Listed only for users who may set tag values (``has_set_tag_values_permission`` on the ModelAdmin).
+    """
     ids = list(queryset.order_by("id").values_list("id", flat=True)[: MAX_BULK_SUBJECTS + 1])
     if len(ids) > MAX_BULK_SUBJECTS:
         modeladmin.message_user(request, f"Select at most {MAX_BULK_SUBJECTS:,} subjects at once.", messages.ERROR)

@@ -127,8 +127,9 @@ def _resolve(items: list[_Item]) -> None:
             else:
                 errors.append(ItemError(item.index, "subject", f"Subject {item.subject} does not exist.", "unknown"))
     type_of = {i: s.subject_type_id for i, s in found.items()} | {i.subject_id: t for i, t in keyed}
+    failed = {e.index for e in errors}
     for item in items:
-        if item.subject_id is not None and not any(e.index == item.index for e in errors):
+        if item.subject_id is not None and item.index not in failed:
             item.tag_def = _tag_for(item, type_of[item.subject_id], by_id, by_code, errors)
     if errors:
         errors.sort(key=lambda e: (e.index, e.field))

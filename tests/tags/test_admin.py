@@ -312,3 +312,16 @@ def test_history_list_searches_by_subject(client, tags, admin_user):
     write_values(tags.skin, [(member.id, "dry"), (other.id, "oily")], source="manual", actor=admin_user)
     response = client.get(reverse("admin:tags_tagvaluechange_changelist"), {"q": str(member.id)})
     assert [c.subject_id for c in response.context["cl"].result_list] == [member.id]
+
+
+def test_the_bulk_action_is_offered_only_to_users_who_may_set_tag_values(client, tags, db):
+    from django.contrib.auth.models import Permission
+
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["view_subject", "change_subject"]))
+    client.force_login(staff)
+    response = client.get(reverse("admin:subjects_subject_changelist"))
+    assert response.status_code == 200 and b"set_tag_value" not in response.content
+    member = tags.member()
+    refused = _action(client, [member.id], tag=tags.skin.pk, value="dry", apply="1")
+    assert refused.status_code in (200, 302) and TagValue.objects.count() == 0
