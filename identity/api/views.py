@@ -166,6 +166,8 @@ class OneIdViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     filterset_class = None
     pagination_class = None
     permission_classes = [ChangeOnPost]
+    lookup_url_kwarg = "id"
+    lookup_value_regex = r"[0-9]+"
 
     def list(self, request, *args, **kwargs):
         from common.api.pagination import IdCursorPagination
@@ -176,8 +178,8 @@ class OneIdViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return paginator.get_paginated_response(OneIdSerializer(page, many=True).data)
 
     @extend_schema(responses={200: OneIdDetailSerializer, 404: ErrorSerializer})
-    def retrieve(self, request: Request, pk=None) -> Response:
-        return Response(self._detail(pk))
+    def retrieve(self, request: Request, id=None) -> Response:
+        return Response(self._detail(id))
 
     def _detail(self, pk) -> dict:
         try:
@@ -207,14 +209,14 @@ class OneIdViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(request=SplitRequestSerializer, responses={200: SplitResponseSerializer, **ERRORS})
     @action(detail=True, methods=["post"])
-    def split(self, request: Request, pk=None) -> Response:
+    def split(self, request: Request, id=None) -> Response:
         _require(request, "identity.change_oneid")
         body = _body(request)
         records = body.get("records")
         if not isinstance(records, list) or not all(type(r) is int for r in records):
             raise ServiceError.single("records", "Give a list of record ids.")
-        self._detail(pk)
-        kept, new = oneid_split(actor=request.user, oneid=int(pk), records=records, reason=str(body.get("reason", "")))
+        self._detail(id)
+        kept, new = oneid_split(actor=request.user, oneid=int(id), records=records, reason=str(body.get("reason", "")))
         return Response({"kept": kept, "new": new})
 
     @extend_schema(request=MergeRequestSerializer, responses={200: MergeResponseSerializer, **ERRORS})

@@ -156,3 +156,35 @@ def test_source_system_api_validates(api, sources, world):
         format="json",
     )
     assert response.status_code == 400 and response.json()["error"]["details"][0]["field"] == "normalizer"
+
+
+def test_openapi_schema_documents_the_oneid_endpoints(api):
+    schema = api.get("/api/schema/?format=json").json()
+    for path in (
+        "/api/v1/source-records/bulk/",
+        "/api/v1/oneids/{id}/",
+        "/api/v1/oneids/resolve/",
+        "/api/v1/oneids/{id}/split/",
+        "/api/v1/oneids/merge/",
+        "/api/v1/match-suggestions/{id}/accept/",
+    ):
+        assert path in schema["paths"], path
+
+
+@pytest.mark.parametrize(
+    "body",
+    [[1, 2], {"records": "x"}, {"records": [1.5]}, {}, {"records": [10**12]}],
+)
+def test_split_bad_input_is_a_400_and_changes_nothing(api, sources, body):
+    push(("crm_a", "A1", {"email": "fang@qq.com"}), ("wecom", "W1", {"email": "fang@qq.com"}))
+    oneid = oneid_of("crm_a", "A1")
+    response = api.post(f"/api/v1/oneids/{oneid}/split/", body, format="json")
+    assert response.status_code == 400
+    assert len(partition()) == 1 and MergeEvent.objects.count() == 0
+
+
+@pytest.mark.parametrize("body", [{"oneids": [1]}, {"oneids": "x"}, {"oneids": [1, 10**12]}, [], {"oneids": [True, 2]}])
+def test_merge_bad_input_is_a_400(api, sources, body):
+    push(("crm_a", "A1", {"email": "a@qq.com"}))
+    assert api.post("/api/v1/oneids/merge/", body, format="json").status_code == 400
+    assert MergeEvent.objects.count() == 0
