@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from django.db import transaction
 from django.utils import timezone
 
 from tags.models import Computation
@@ -92,18 +93,23 @@ def run_plan(plan: Plan, *, correlation_id: uuid.UUID | None = None, now: dt.dat
     outcome = Outcome()
     token = ENGINE_ACTIVE.set(True)
     try:
-        for tag_id in index.order:
-            ids = pending.pop(tag_id, None)
-            if not ids:
-                continue
-            applied = _recompute(index, tag_id, sorted(ids), now, correlation_id)
-            outcome.rows_changed += applied.count
-            outcome.steps.append((tag_id, len(ids), applied.count))
-            if applied.count:
-                _carry(index, tag_id, applied.changed_ids, pending)
+        with transaction.atomic():  # all or nothing: a worker killed half-way leaves nothing half-carried
+            _run(index, pending, outcome, now, correlation_id)
     finally:
         ENGINE_ACTIVE.reset(token)
     return outcome
+
+
+def _run(index, pending: dict[int, set[int]], outcome: Outcome, now: dt.datetime, correlation_id: uuid.UUID) -> None:
+    for tag_id in index.order:
+        ids = pending.pop(tag_id, None)
+        if not ids:
+            continue
+        applied = _recompute(index, tag_id, sorted(ids), now, correlation_id)
+        outcome.rows_changed += applied.count
+        outcome.steps.append((tag_id, len(ids), applied.count))
+        if applied.count:
+            _carry(index, tag_id, applied.changed_ids, pending)
 
 
 def _recompute(index, tag_id: int, ids: list[int], now: dt.datetime, correlation_id: uuid.UUID) -> Applied:
