@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from django.db import connection, transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from audit.services import bulk_write_record
@@ -24,6 +25,7 @@ from subjects.schemas import valid_text
 from ..extract import Extracted, Rules, SourceScope, extract, load_rules
 from ..models import Identifier, SourceRecord, SourceSystem
 from ..resolution.incremental import resolve_records
+from ..resolution.region import value_label
 
 ITEM_FIELDS = {"source", "external_id", "raw"}
 MAX_RAW_BYTES = 64 * 1024
@@ -122,7 +124,7 @@ def source_record_bulk_upsert(
                 assigned.update(SourceRecord.objects.filter(id__in=missing).values_list("id", "oneid_id"))
             for result in results:
                 result.oneid = assigned.get(result.id)
-    _warn(parsed, results, rules)
+    _warn(parsed, results, rules, over_limit=_over_limit(parsed, rules) if resolve else {})
     return RecordsResult(results, correlation_id, counts, merges)
 
 
@@ -276,10 +278,42 @@ def _replace_identifiers(changed: list[tuple[_Item, RecordResult]], rules: Rules
     return removed
 
 
-def _warn(items: list[_Item], results: list[RecordResult], rules: Rules) -> None:
-    """Blocked values are reported on the item that carried them."""
+def _over_limit(items: list[_Item], rules: Rules) -> dict[int, int]:
+    """Linking values of the batch now held by more records than their shared limit: key -> holders."""
+    limits = {
+        e.key: limit
+        for item in items
+        for e in item.identifiers
+        if e.status == "link" and (limit := rules.shared_limit(e.type_id, e.composite_id)) is not None
+    }
+    if not limits:
+        return {}
+    counts = (
+        Identifier.objects.filter(key__in=list(limits), status="link")
+        .values("key")
+        .annotate(n=Count("id"))
+        .filter(n__gt=min(limits.values()))
+        .values_list("key", "n")
+    )
+    return {key: n for key, n in counts if n > limits[key]}
+
+
+def _warn(items: list[_Item], results: list[RecordResult], rules: Rules, over_limit: dict[int, int]) -> None:
+    """Blocked and over-limit values are reported on the item that carried them."""
     for item, result in zip(items, results, strict=True):
         for e in item.identifiers:
+            code = rules.by_id[e.type_id].code if e.type_id in rules.by_id else _composite_code(rules, e.composite_id)
             if e.status == "blocked":
-                code = rules.by_id[e.type_id].code if e.type_id in rules.by_id else "?"
                 result.warnings.append({"type": code, "value": e.value, "reason": "blocked"})
+            elif e.key in over_limit:
+                result.warnings.append(
+                    {
+                        "type": code,
+                        "value": value_label(e.value),
+                        "reason": f"over_limit: held by {over_limit[e.key]} records",
+                    }
+                )
+
+
+def _composite_code(rules: Rules, composite_id: int | None) -> str:
+    return next((c.code for c in rules.composites if c.id == composite_id), "?")

@@ -35,7 +35,10 @@ def test_family_of_five_sharing_a_phone_stays_five_people(sources):
 def test_shared_name_and_phone_over_the_limit_stops_linking(sources):
     push(*[("crm_a", f"S{i}", {"name": "李明", "phone": "13900002222"}) for i in range(3)])
     assert len(partition()) == 1
-    push(("crm_b", "S4", {"name": "李明", "phone": "13900002222"}))
+    result = push(("crm_b", "S4", {"name": "李明", "phone": "13900002222"}))
+    assert result.results[0].warnings == [
+        {"type": "name_phone", "value": "李明 + +8613900002222", "reason": "over_limit: held by 4 records"}
+    ]
     assert len(partition()) == 4  # a 4th holder: over max_shared_records=3, the value links nobody
     assert MergeEvent.objects.filter(kind="split").count() == 1
 
