@@ -30,9 +30,7 @@ DECIMALS = 6
 
 def _ends(step: Step) -> tuple[str, str]:
     """(near, far): the relationship column towards the target, and towards the source."""
-    if step.direction == "out":
-        return "to_subject_id", "from_subject_id"
-    return "from_subject_id", "to_subject_id"
+    return step.end_column, step.start_column
 
 
 class PropagationCompiler:

@@ -37,15 +37,35 @@ class PropagationInvalid(Exception):
         self.errors = errors
 
 
+# direction → (the relationship column the walk leaves from, the column it arrives at).
+# "subject_*" / "*_subject" walk between a taggable relationship's own subject and one end.
+COLUMNS = {
+    "out": ("from_subject_id", "to_subject_id"),
+    "in": ("to_subject_id", "from_subject_id"),
+    "subject_to": ("subject_id", "to_subject_id"),
+    "subject_from": ("subject_id", "from_subject_id"),
+    "to_subject": ("to_subject_id", "subject_id"),
+    "from_subject": ("from_subject_id", "subject_id"),
+}
+
+
 @dataclass(frozen=True)
 class Step:
     relationship_type_id: int
     code: str
-    direction: str  # out: walk from_subject → to_subject
+    direction: str  # a key of COLUMNS; out: walk from_subject → to_subject
     start_type_id: int  # the subject type the step leaves from (source side)
     end_type_id: int
     within_days: int | None = None
     where: tuple[tuple[str, object], ...] = ()  # relationship attribute == value
+
+    @property
+    def start_column(self) -> str:
+        return COLUMNS[self.direction][0]
+
+    @property
+    def end_column(self) -> str:
+        return COLUMNS[self.direction][1]
 
 
 @dataclass(frozen=True)
@@ -90,6 +110,16 @@ class Propagation:
     def result_kind(self) -> str:
         """What the value is: 'distribution' (JSON object value → share), or the tag value type."""
         return "distribution" if self.aggregate == "share" and self.value is None else self.target_value_type
+
+
+def _relationship_subject_type(ctx: Context, info) -> int | None:
+    """The subject type of a taggable relationship type's own subjects (None: not taggable)."""
+    lookup = getattr(ctx, "relationship_subject_type", None)
+    if callable(lookup):
+        return lookup(info.code)
+    from subjects.models import RelationshipType
+
+    return RelationshipType.objects.filter(pk=info.id).values_list("subject_type_id", flat=True).first()
 
 
 def is_propagation(document: object) -> bool:
@@ -226,12 +256,19 @@ class _Parser:
             self.fail(f"{field}.relationship", f"Unknown relationship type {raw['relationship']!r}.", "unknown")
             return None
         direction = raw.get("direction") or self.infer_direction(info, after)
-        if direction not in ("out", "in"):
-            self.fail(f"{field}.direction", 'Expected "out" (from → to) or "in" (to → from).')
+        if direction not in COLUMNS:
+            self.fail(
+                f"{field}.direction",
+                'Expected "out" (from → to), "in" (to → from), or for a taggable relationship'
+                ' "subject_to", "subject_from", "to_subject", "from_subject".',
+            )
             return None
-        start, end = (
-            (info.from_type_id, info.to_type_id) if direction == "out" else (info.to_type_id, info.from_type_id)
-        )
+        own = _relationship_subject_type(self.ctx, info) if "subject" in direction else None
+        if "subject" in direction and own is None:
+            self.fail(f"{field}.direction", f'"{info.code}" is not taggable: its relationships have no own subject.')
+            return None
+        ends = {"from_subject_id": info.from_type_id, "to_subject_id": info.to_type_id, "subject_id": own}
+        start, end = (ends[c] for c in COLUMNS[direction])
         if after is not None and start != after:
             self.fail(
                 field,

@@ -26,9 +26,7 @@ def forward(steps: Sequence[Step], ids: Iterable[int]) -> list[int]:
     joins, params = [], []
     previous = None
     for i, step in enumerate(steps):
-        start, end = (
-            ("from_subject_id", "to_subject_id") if step.direction == "out" else ("to_subject_id", "from_subject_id")
-        )
+        start, end = step.start_column, step.end_column
         alias = f"w{i}"
         if previous is None:
             source = "= ANY(%s::bigint[])" if pg else "IN (SELECT value FROM json_each(%s))"
@@ -63,6 +61,6 @@ def targets_of_relationships(prop: Propagation, relationship_type_id: int, ends:
     for i, step in enumerate(prop.steps):
         if step.relationship_type_id != relationship_type_id:
             continue
-        near = ends["to"] if step.direction == "out" else ends["from"]
-        found.update(forward(prop.steps[i + 1 :], near))
+        column = {"to_subject_id": "to", "from_subject_id": "from", "subject_id": "subject"}[step.end_column]
+        found.update(forward(prop.steps[i + 1 :], ends.get(column, set())))
     return sorted(found)

@@ -83,7 +83,7 @@ def _propagation_window(tag_id: int, prop, since, now) -> Plan:
     rows = (
         Relationship.objects.annotate(moment=Coalesce("valid_from", "created_at"))
         .filter(relevant)
-        .values_list("relationship_type_id", "from_subject_id", "to_subject_id")
+        .values_list("relationship_type_id", "from_subject_id", "to_subject_id", "subject_id")
     )
     full = plan_for_relationships(rows)
     if tag_id in full.pending:

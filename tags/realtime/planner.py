@@ -200,17 +200,19 @@ def _subject_types(ids: set[int]) -> dict[int, int]:
     return dict(Subject.objects.filter(id__in=ids).values_list("id", "subject_type_id"))
 
 
-def plan_for_relationships(changes: Iterable[tuple[int, int, int]]) -> Plan:
-    """Relationships ``(type, from, to)`` added, changed or removed → affected tags and subjects."""
+def plan_for_relationships(changes: Iterable[tuple]) -> Plan:
+    """Relationships ``(type, from, to[, own subject])`` added, changed or removed → affected tags and subjects."""
     from tags.propagation.walk import targets_of_relationships
 
     index = tag_index.current()
     plan = Plan()
     ends: dict[int, dict[str, set[int]]] = {}
-    for type_id, from_id, to_id in changes:
-        entry = ends.setdefault(type_id, {"from": set(), "to": set()})
+    for type_id, from_id, to_id, *own in changes:
+        entry = ends.setdefault(type_id, {"from": set(), "to": set(), "subject": set()})
         entry["from"].add(from_id)
         entry["to"].add(to_id)
+        if own and own[0] is not None:
+            entry["subject"].add(own[0])
     for type_id, entry in ends.items():
         for tag_id in index.by_relationship.get(type_id, ()):
             tag = index.tags[tag_id]

@@ -57,7 +57,9 @@ def on_domain_event(sender, instance: DomainEvent, created: bool, **kwargs) -> N
     if instance.object_type == "subjects.relationship" and index.by_relationship:
         rows = Relationship.objects.filter(id__in=ids, relationship_type_id__in=list(index.by_relationship))
         enqueue_after_commit(
-            plan_for_relationships(rows.values_list("relationship_type_id", "from_subject_id", "to_subject_id"))
+            plan_for_relationships(
+                rows.values_list("relationship_type_id", "from_subject_id", "to_subject_id", "subject_id")
+            )
         )
     elif instance.object_type == "subjects.subject" and index.by_attributes:
         rows = Subject.objects.filter(id__in=ids, subject_type_id__in=list(index.by_attributes))
@@ -71,5 +73,7 @@ def on_relationship_deleted(sender, instance: Relationship, **kwargs) -> None:
     if instance.relationship_type_id not in tag_index.current().by_relationship:
         return
     enqueue_after_commit(
-        plan_for_relationships([(instance.relationship_type_id, instance.from_subject_id, instance.to_subject_id)])
+        plan_for_relationships(
+            [(instance.relationship_type_id, instance.from_subject_id, instance.to_subject_id, instance.subject_id)]
+        )
     )

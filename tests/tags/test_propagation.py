@@ -439,3 +439,61 @@ def test_activation_replaces_dependencies(pw):
     )
     activate_propagation(actor=None, tag=tag, version=2, recompute=False)
     assert list(TagDependency.objects.filter(tag=tag).values_list("depends_on__code", flat=True)) == ["spend"]
+
+
+def test_relationship_subjects_roll_up_to_the_guide(pw, django_capture_on_commit_callbacks):
+    """A member–consultant relationship's own "service satisfaction" rolls up to the consultant."""
+    from subjects.models import Subject
+    from subjects.services import relationship_bulk_upsert
+    from subjects.services.objects import relationship_type_save
+
+    w = pw.w
+    consultant_type = type(w.member_type).objects.create(code="consultant", name="Consultant", category="staff")
+    served = relationship_type_save(
+        actor=None,
+        data={
+            "code": "served_by",
+            "name": "Served by",
+            "from_type": w.member_type,
+            "to_type": consultant_type,
+            "taggable": True,
+        },
+    )
+    guide = SubjectFactory(subject_type=consultant_type)
+    m = pw.members
+    relationship_bulk_upsert(
+        actor=None,
+        items=[
+            {"type": "served_by", "source": "t", "external_id": f"s{i}", "from": m[i].id, "to": guide.id}
+            for i in range(3)
+        ],
+    )
+    own = list(
+        Relationship.objects.filter(relationship_type=served).order_by("id").values_list("subject_id", flat=True)
+    )
+    assert len(own) == 3 and all(own)
+    rel_type = Subject.objects.get(pk=own[0]).subject_type
+    group = TagGroupFactory(subject_type=rel_type, code="service")
+    satisfaction = TagDefinitionFactory(group=group, code="satisfaction", value_type="number")
+    write_values(satisfaction, [(own[0], 5), (own[1], 3), (own[2], 4)], source="imported", actor=None)
+    pw.groups["consultant"] = TagGroupFactory(subject_type=consultant_type, code="g_consultant")
+    avg = pw.propagated(
+        "consultant",
+        "satisfaction",
+        "number",
+        {
+            "from": {"tag": "satisfaction"},
+            "path": [{"relationship": "served_by", "direction": "subject_to"}],
+            "aggregate": "avg",
+        },
+    )
+    assert full(avg) == {guide.id: 4}
+    bad = pw.tag("member", "sat", "number", computation="propagated")
+    assert ("propagate.path[0].direction", "invalid") in errors_of(
+        bad,
+        {
+            "from": {"tag": "skin"},
+            "path": [{"relationship": "visited", "direction": "subject_to"}],
+            "aggregate": "count",
+        },
+    )
