@@ -7,7 +7,7 @@ and names index and field); the views call ``tags.events.ingest_events``.
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from common.errors import ServiceError
 from subjects.api.serializers import ErrorSerializer
 from tags.events import ingest_events
-from tags.models import Event
+from tags.models import Event, TagDefinition, TagValue
 
 ERRORS = {400: ErrorSerializer, 403: ErrorSerializer}
 
@@ -88,3 +88,34 @@ class EventBatchView(_EventView):
         return Response(
             {"created": created, "replayed": len(results) - created, "results": [r.as_dict() for r in results]}
         )
+
+
+class TagValueExplainView(APIView):
+    """Why a subject has its value of a tag (``tags.propagation.explain``); needs ``view_tagvalue``.
+
+    Lives with the engine's endpoints because it explains the engine's work.
+    """
+
+    queryset = TagValue.objects.none()
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("tag", int, required=True, description="Tag definition id"),
+            OpenApiParameter("subject", int, required=True, description="Subject id"),
+        ],
+        responses={200: dict, **ERRORS, 404: ErrorSerializer},
+        summary="Why the subject has this value: the rule or propagation path and the inputs",
+    )
+    def get(self, request: Request) -> Response:
+        from django.shortcuts import get_object_or_404
+
+        from tags.propagation.explain import explain
+
+        ids = {}
+        for name in ("tag", "subject"):
+            raw = request.query_params.get(name, "")
+            if not raw.isdigit() or not 0 < int(raw) < 2**63:
+                raise ServiceError.single(name, f'"{name}" is a required id.')
+            ids[name] = int(raw)
+        tag = get_object_or_404(TagDefinition.objects.select_related("rule"), pk=ids["tag"])
+        return Response(explain(tag, ids["subject"]))

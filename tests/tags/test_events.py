@@ -153,3 +153,18 @@ def test_concurrent_identical_posts_store_one_event(world):
         t.join()
     assert sorted(results) == ["created", "replayed", "replayed", "replayed"]
     assert Event.objects.count() == 1
+
+
+def test_explain_endpoint(api, member):
+    from tags.services.store import write_values
+    from tests.factories.tags import TagDefinitionFactory, TagGroupFactory
+
+    tag = TagDefinitionFactory(
+        group=TagGroupFactory(subject_type=member.subject_type), code="vip", value_type="boolean"
+    )
+    write_values(tag, [(member.id, True)], source="manual", actor=None)
+    response = api.get(f"/api/v1/tag-explain/?tag={tag.pk}&subject={member.id}")
+    assert response.status_code == 200, response.content
+    assert response.json()["value"] is True and response.json()["why"]["kind"] == "assigned"
+    assert api.get(f"/api/v1/tag-explain/?tag=x&subject={member.id}").status_code == 400
+    assert api.get(f"/api/v1/tag-explain/?tag=999999&subject={member.id}").status_code == 404

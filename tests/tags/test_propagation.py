@@ -497,3 +497,27 @@ def test_relationship_subjects_roll_up_to_the_guide(pw, django_capture_on_commit
             "aggregate": "count",
         },
     )
+
+
+def test_explain_names_the_path_and_the_inputs(pw):
+    from tags.propagation.explain import explain
+
+    mix = pw.propagated(
+        "clinic",
+        "skin_mix",
+        "text",
+        {"from": {"tag": "skin"}, "path": [{"relationship": "visited"}], "aggregate": "share"},
+    )
+    recompute_all(mix)
+    why = explain(mix, pw.c2.id)
+    assert why["source"] == "propagated" and why["value"] == {"dry": 0.5, "normal": 0.5}
+    assert why["why"]["kind"] == "propagation" and "visited" in why["why"]["summary"]
+    assert why["why"]["inputs_total"] == 2
+    assert {(i["subject_id"], i["value"]) for i in why["why"]["inputs"]} == {
+        (pw.members[2].id, "dry"),
+        (pw.members[3].id, "normal"),
+    }
+    assert why["why"]["recomputed_now"] == why["value"]
+    assert why["last_change"]["new_value"] == why["value"]
+    manual = explain(pw.skin, pw.members[0].id)
+    assert manual["why"]["kind"] == "assigned" and manual["value"] == "dry"
