@@ -79,7 +79,7 @@ def ingest_events(*, actor, items: Sequence[object], max_items: int | None = Non
         results = _results(parsed, created)
         new = [r for r in results if r.status == "created"]
         if new:
-            bulk_write_record(
+            correlation_id = bulk_write_record(
                 actor=actor,
                 action="tags.events_ingested",
                 object_type="tags.event",
@@ -90,7 +90,9 @@ def ingest_events(*, actor, items: Sequence[object], max_items: int | None = Non
             from tags.realtime.planner import plan_for_events
 
             by_index = {item.index: item for item in parsed}
-            enqueue_after_commit(plan_for_events((r.subject, by_index[r.index].type) for r in new))
+            enqueue_after_commit(
+                plan_for_events((r.subject, by_index[r.index].type) for r in new), correlation_id=correlation_id
+            )
     return results
 
 

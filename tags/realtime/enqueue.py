@@ -9,6 +9,7 @@ process, right after the commit, with the same code.
 from __future__ import annotations
 
 import logging
+import uuid
 
 from django.db import transaction
 
@@ -18,19 +19,24 @@ log = logging.getLogger(__name__)
 MAX_IDS_PER_MESSAGE = 20_000
 
 
-def enqueue_after_commit(plan: Plan) -> None:
-    """Schedule ``tags.refresh`` for ``plan`` once the current transaction commits (now in autocommit)."""
+def enqueue_after_commit(plan: Plan, correlation_id: uuid.UUID | None = None) -> None:
+    """Schedule ``tags.refresh`` for ``plan`` once the current transaction commits (now in autocommit).
+
+    ``correlation_id`` (the triggering write's) is carried to the values the engine writes,
+    so history and domain events tie a downstream change to the event batch that caused it.
+    """
     if not plan:
         return
+    cid = str(correlation_id) if correlation_id else None
     for part in _split(plan):
         payload = part.as_payload()
-        transaction.on_commit(lambda payload=payload: _send(payload))
+        transaction.on_commit(lambda payload=payload: _send(payload, cid))
 
 
-def _send(payload: dict) -> None:
+def _send(payload: dict, correlation_id: str | None = None) -> None:
     from .tasks import refresh
 
-    refresh.delay(payload)
+    refresh.delay(payload, correlation_id)
 
 
 def _split(plan: Plan) -> list[Plan]:

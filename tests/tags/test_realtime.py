@@ -138,7 +138,7 @@ def test_one_task_per_batch_not_per_event(api, chain, django_capture_on_commit_c
     sent = []
     from tags.realtime import enqueue
 
-    monkeypatch.setattr(enqueue, "_send", sent.append)
+    monkeypatch.setattr(enqueue, "_send", lambda payload, correlation_id=None: sent.append(payload))
     with django_capture_on_commit_callbacks(execute=True):
         api.post(BATCH, {"items": [purchase(m, i, 300) for i, m in enumerate(chain.members)]}, format="json")
     assert len(sent) == 1
