@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 
 from common.errors import ServiceError
 from subjects.models import Subject
-from tags.api.profile import subject_tag_groups
+from tags.api.profile import subject_type_tags
 from tags.models import Computation, TagDefinition, TagStatus, ValueSource
 from tags.services import store
 
@@ -31,28 +31,24 @@ ERRORS_SHOWN = 10
 SET_PERMS = ("tags.add_tagvalue", "tags.change_tagvalue", "tags.delete_tagvalue")
 
 
-def editable_tags(subject_type_ids) -> list[TagDefinition]:
-    return list(
-        TagDefinition.objects.filter(subject_type_id__in=subject_type_ids, computation=Computation.ASSIGNED)
-        .exclude(status=TagStatus.ARCHIVED)
-        .select_related("subject_type")
-        .order_by("subject_type_id", "group__position", "code")
-    )
+def may_set_values(request) -> bool:
+    return request.user.has_perms(SET_PERMS)
 
 
 def subject_tags_context(request, subject: Subject) -> dict:
-    """What the subject change page shows: the groups (two queries) and the manual-edit form."""
-    groups = subject_tag_groups(subject.pk)
+    """What the subject change page shows: the groups and the manual-edit form, from one query."""
+    groups, type_tags = subject_type_tags(subject)
     for group in groups:
         for tag in group["tags"]:
             tag["text"] = value_text(tag["value"])
-    can_edit = may_set_values(request)
+    editable = []
+    if may_set_values(request):
+        editable = [
+            t for t in type_tags if t["computation"] == Computation.ASSIGNED and t["status"] != TagStatus.ARCHIVED
+        ]
     return {
         "tag_groups": groups,
-        "tag_edit": {
-            "url": reverse("admin:tags_subject_set_value", args=[subject.pk]),
-            "tags": editable_tags([subject.subject_type_id]) if can_edit else [],
-        },
+        "tag_edit": {"url": reverse("admin:tags_subject_set_value", args=[subject.pk]), "tags": editable},
     }
 
 
@@ -119,10 +115,6 @@ class SetTagValueForm(forms.Form):
         self.fields["tag"].label_from_instance = lambda t: (
             f"{t.subject_type.code} · {t.name} ({t.code}, {t.computation})"
         )
-
-
-def may_set_values(request) -> bool:
-    return request.user.has_perms(SET_PERMS)
 
 
 @admin.action(description="Set a tag value on the selected subjects", permissions=["set_tag_values"])

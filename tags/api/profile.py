@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tags.models import TagOption, TagValue
+from django.db.models import FilteredRelation, Q
+
+from tags.models import TagDefinition, TagOption, TagValue
 
 VALUE_FIELDS = (
     "subject_id",
@@ -91,3 +93,48 @@ def _tag_entry(entry: dict, labels: dict) -> dict:
 
 def subject_tag_groups(subject_id: int) -> list[dict]:
     return subjects_tag_groups([subject_id])[subject_id]
+
+
+TYPE_TAG_FIELDS = (
+    "id", "code", "name", "value_type", "unit", "computation", "status", "last_computed_at", "group_id",
+    "group__code", "group__name", "current__value", "current__source", "current__rule_version",
+    "current__updated_at",
+)  # fmt: skip
+
+
+def subject_type_tags(subject) -> tuple[list[dict], list[dict]]:
+    """``(groups with the subject's values, every tag of its type)`` in one query (+ labels if any value).
+
+    The admin page needs both — what the subject has, and what an operator may set —
+    so one LEFT JOIN of the type's tags to the subject's values serves them together.
+    """
+    rows = (
+        TagDefinition.objects.filter(subject_type_id=subject.subject_type_id)
+        .annotate(current=FilteredRelation("values", condition=Q(values__subject_id=subject.pk)))
+        .order_by("group__position", "group__code", "code")
+        .values_list(*TYPE_TAG_FIELDS)
+    )
+    tags = [dict(zip(TYPE_TAG_FIELDS, row, strict=True)) for row in rows]
+    valued = [t for t in tags if t["current__updated_at"] is not None]
+    labels = _labels(t["id"] for t in valued) if valued else {}
+    groups: dict[int, dict] = {}
+    for tag in valued:
+        group = groups.setdefault(tag["group_id"], {"code": tag["group__code"], "name": tag["group__name"], "tags": []})
+        group["tags"].append(_tag_entry(_as_value_entry(tag), labels))
+    return list(groups.values()), tags
+
+
+def _as_value_entry(tag: dict) -> dict:
+    return {
+        "tag_id": tag["id"],
+        "tag__code": tag["code"],
+        "tag__name": tag["name"],
+        "tag__value_type": tag["value_type"],
+        "tag__unit": tag["unit"],
+        "tag__computation": tag["computation"],
+        "tag__last_computed_at": tag["last_computed_at"],
+        "value": tag["current__value"],
+        "source": tag["current__source"],
+        "rule_version": tag["current__rule_version"],
+        "updated_at": tag["current__updated_at"],
+    }

@@ -5,6 +5,8 @@ import json
 
 import pytest
 from django.contrib.messages import get_messages
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -198,7 +200,7 @@ def test_subject_page_shows_tags_grouped_with_source_and_freshness(client, tags,
     assert "<caption>Demographics</caption>" in page and "<caption>Consumption</caption>" in page
     assert 'data-tag="skin"' in page and "Oily" in page and "imported" in page
     assert 'id="subject-tag-form"' in page
-    editable = [t.code for t in response.context["tag_edit"]["tags"]]
+    editable = [t["code"] for t in response.context["tag_edit"]["tags"]]
     assert "skin" in editable and "age_band" not in editable
 
 
@@ -325,3 +327,18 @@ def test_the_bulk_action_is_offered_only_to_users_who_may_set_tag_values(client,
     member = tags.member()
     refused = _action(client, [member.id], tag=tags.skin.pk, value="dry", apply="1")
     assert refused.status_code in (200, 302) and TagValue.objects.count() == 0
+
+
+def test_subject_page_tags_cost_the_same_queries_however_many(client, tags, admin_user):
+    few, many = tags.member(), tags.member()
+    write_values(tags.skin, [(few.id, "dry")], source="manual", actor=admin_user)
+    for tag, value in ((tags.skin, "oily"), (tags.interests, ["peel"]), (tags.score, 3), (tags.vip, False)):
+        write_values(tag, [(many.id, value)], source="manual", actor=admin_user)
+    url = lambda s: reverse("admin:subjects_subject_change", args=[s.pk])  # noqa: E731
+    client.get(url(few))
+    with CaptureQueriesContext(connection) as one:
+        client.get(url(few))
+    with CaptureQueriesContext(connection) as four:
+        page = client.get(url(many))
+    assert len(four) == len(one)
+    assert sum(len(g["tags"]) for g in page.context["tag_groups"]) == 4
