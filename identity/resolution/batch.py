@@ -260,6 +260,9 @@ def _write(records, current, labels, links, actor, rules, result: BatchResult, r
         moved_mask = new_oneid != current
     result.moved = int(moved_mask.sum())
     _write_assignment(records[moved_mask], new_oneid[moved_mask])
+    if connection.vendor == "postgresql" and result.moved > max(10_000, len(records) // 10):
+        with connection.cursor() as cursor:  # keep the planner's picture of oneid_id true
+            cursor.execute("ANALYZE identity_sourcerecord")
     lap("assignment")
     _history(records, current, labels, new_oneid, links, actor, rules, result)
     _follow(records, current, new_oneid, moved_mask, actor, result)

@@ -49,10 +49,11 @@ def _holders(keys: list[int], cap: int) -> list[tuple[int, int]]:
 
 ROUND_SQL = """
 WITH s AS (SELECT unnest(%(records)s::bigint[]) AS id),
- o AS (SELECT DISTINCT r.oneid_id AS id FROM identity_sourcerecord r JOIN s ON r.id = s.id
-       WHERE r.oneid_id IS NOT NULL AND r.oneid_id <> ALL(%(oneids)s::bigint[])),
- k AS (SELECT DISTINCT i.key, i.identifier_type_id AS t, i.composite_key_id AS c
-       FROM identity_identifier i JOIN s ON i.record_id = s.id WHERE i.status = 'link'),
+ o AS (SELECT DISTINCT q.oid AS id FROM
+       (SELECT (SELECT x.oneid_id FROM identity_sourcerecord x WHERE x.id = s.id) AS oid FROM s) q
+       WHERE q.oid IS NOT NULL AND q.oid <> ALL(%(oneids)s::bigint[])),
+ k AS (SELECT DISTINCT i.key, i.identifier_type_id AS t, i.composite_key_id AS c FROM s CROSS JOIN LATERAL
+       (SELECT y.* FROM identity_identifier y WHERE y.record_id = s.id) i WHERE i.status = 'link'),
  kk AS (SELECT key FROM k WHERE key <> ALL(%(keys)s::bigint[]) UNION SELECT unnest(%(extra)s::bigint[]))
 SELECT 'o', id, NULL::bigint FROM o
 UNION ALL SELECT 'r', r.id, NULL FROM identity_sourcerecord r WHERE r.oneid_id IN (SELECT id FROM o)
@@ -65,7 +66,9 @@ UNION ALL SELECT 'm', m.record_a_id, NULL FROM identity_manuallink m WHERE m.rec
 
 
 def _round_postgresql(records, region, extra) -> list[tuple]:
-    """One round of the closure in one statement (PostgreSQL)."""
+    """One round of the closure in one statement (PostgreSQL). Every probe is an index lookup
+    (scalar subquery or LATERAL) driven by the round's ids, so the plan does not depend on table statistics (a batch
+    run that just assigned a million OneIDs leaves them stale)."""
     with connection.cursor() as cursor:
         cursor.execute(
             ROUND_SQL,
