@@ -65,13 +65,14 @@ class Compiler:
         self.aliases = 0
         self.selection = Selection.everything()
         self.event_joins: dict[tuple, tuple[str, dict[tuple, str], n.EventAgg]] = {}
+        self.lifted: dict[str, tuple[str, Frag]] = {}
 
     # ---- entry points ---------------------------------------------------------------
     def select(self, selection: Selection) -> Frag:
         """``SELECT subject_id, value`` for the subjects of the rule's type in ``selection``."""
         self.selection = selection
         self.now_param = self.now_param_of(self.now)
-        self.event_joins, self.aliases = {}, 0
+        self.event_joins, self.aliases, self.lifted = {}, 0, {}
         main = _Frame("s")
         self.frames = [main]
         value_sql, value_params = self.value()
@@ -79,11 +80,32 @@ class Compiler:
         chunk_sql, chunk_params = self.chunk("s.id")
         joins = "".join(" " + sql for sql, _ in main.joins)
         join_params = [p for _, params in main.joins for p in params]
+        lifted_sql, lifted_params = "", []
+        if self.lifted:
+            columns = ", ".join(f"{frag[0]} AS {column}" for column, frag in self.lifted.values())
+            lifted_sql = f" CROSS JOIN LATERAL (SELECT {columns} OFFSET 0) lx"  # OFFSET 0: evaluated once
+            lifted_params = [p for _, frag in self.lifted.values() for p in frag[1]]
         sql = (
-            f"SELECT s.id AS subject_id, {value_sql} AS value FROM subjects_subject s{event_sql}{joins}"
+            f"SELECT s.id AS subject_id, {value_sql} AS value FROM subjects_subject s{event_sql}{joins}{lifted_sql}"
             f" WHERE s.subject_type_id = %s AND {chunk_sql}"
         )
-        return sql, [*value_params, *event_params, *join_params, self.subject_type_id, *chunk_params]
+        return sql, [
+            *value_params,
+            *event_params,
+            *join_params,
+            *lifted_params,
+            self.subject_type_id,
+            *chunk_params,
+        ]
+
+    def lift(self, node: n.Node, frag: Frag) -> Frag:
+        """PostgreSQL: compute a repeated per-subject expression once, in a LATERAL column."""
+        if not self.pg or len(self.frames) != 1:
+            return frag
+        key = repr(node)
+        if key not in self.lifted:
+            self.lifted[key] = (f"x{len(self.lifted)}", frag)
+        return f"lx.{self.lifted[key][0]}", []
 
     def value(self) -> Frag:
         if self.rule.formula is not None:
@@ -249,17 +271,29 @@ class Compiler:
         return "(" + f" {node.op} ".join(sqls) + ")", params
 
     def c_since(self, node: n.Since) -> Frag:
-        d, params = self.expr(node.arg)
+        return self.lift(node, self.since(node))
+
+    def since(self, node: n.Since) -> Frag:
+        if self.pg and isinstance(node.arg, n.Attr):
+            # Text of any JSON type is fine here: only the YYYY-MM-DD shape passes the check below.
+            keys = node.arg.path
+            assert all(KEY_PATTERN.match(k) for k in keys)
+            base = f"{self.frames[node.arg.depth].subject}.attributes"
+            d, params = base + "".join(f" -> '{k}'" for k in keys[:-1]) + f" ->> '{keys[-1]}'", []
+        else:
+            d, params = self.expr(node.arg)
         if node.unit == "years":
             today = self.today.year * 10000 + self.today.month * 100 + self.today.day
             if self.pg:
-                ymd = f"CASE WHEN ({d}) ~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}$' THEN replace(({d}), '-', '')::int END"
+                shape = f"translate(({d}), '123456789', '000000000') = '0000-00-00'"
+                ymd = f"CASE WHEN {shape} THEN replace(({d}), '-', '')::int END"
             else:
                 glob = "[0-9]" * 4 + "-[0-9][0-9]-[0-9][0-9]"
                 ymd = f"CASE WHEN ({d}) GLOB '{glob}' THEN CAST(replace(({d}), '-', '') AS INTEGER) END"
+            if self.pg:
+                return f"floor((%s - ({ymd}))::float8 / 10000)", [today, *params, *params]
             floor = "CASE WHEN y >= 0 THEN y / 10000 ELSE -((9999 - y) / 10000) END"
-            sql = f"(SELECT {floor} FROM (SELECT (%s - ({ymd})) AS y) ys)"
-            return (f"({sql})::float8" if self.pg else sql), [today, *params, *params]
+            return f"(SELECT {floor} FROM (SELECT (%s - ({ymd})) AS y) ys)", [today, *params, *params]
         if self.pg:
             valid = f"({d}) ~ '^[0-9]{{4}}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$' AND substr(({d}), 1, 4) <> '0000'"
             fits = (

@@ -30,6 +30,11 @@ from .writer import Applied, apply_computed
 
 DEFAULT_CHUNK = 50_000
 
+# Rule values are derived data: a crash can lose only the last moments of recomputes
+# (values and their history together, never one without the other), which the next
+# recompute restores. Not waiting for the WAL flush takes the commit off the hot path.
+ASYNCHRONOUS_COMMIT = True
+
 
 def _computable(tag: TagDefinition) -> n.Rule | None:
     if tag.computation != Computation.RULE or tag.status == TagStatus.ARCHIVED:
@@ -48,6 +53,9 @@ def _write(
     """One chunk: the compiled SELECT through the guarded write, its audit event and its signal."""
     sql, params = compiled_select(tag, rule, selection, now)
     with transaction.atomic():
+        if ASYNCHRONOUS_COMMIT and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
         applied = apply_computed(
             tag_id=tag.pk,
             computed_sql=sql,
@@ -56,6 +64,7 @@ def _write(
             rule_version=tag.version,
             correlation_id=correlation_id,
             now=now,
+            scope=_scope(selection) if connection.vendor == "postgresql" else None,
         )
         if applied.count:
             domain_event_record(
@@ -75,6 +84,12 @@ def _write(
             )
             send_values_changed_on_commit(tag, applied.changed_ids, correlation_id)
     return applied
+
+
+def _scope(selection: Selection) -> tuple[str, list]:
+    if selection.ids is not None:
+        return "v.subject_id = ANY(%s::bigint[])", [list(selection.ids)]
+    return "v.subject_id >= %s AND v.subject_id < %s", [selection.low, selection.high]
 
 
 def _describe(selection: Selection) -> dict:
