@@ -52,6 +52,10 @@ class Rules:
 
     def __post_init__(self) -> None:
         self.by_id = {t.id: t for t in self.types}
+        self.by_field: dict[str, list[TypeRule]] = {}
+        for t in self.types:
+            for name in t.fields:
+                self.by_field.setdefault(name, []).append(t)
         # One set and one alternation per type (its own values and the every-type ones):
         # a value costs one set probe and one regex match, whatever the number of rules.
         self._exact: dict[int, set[str]] = {}
@@ -166,17 +170,16 @@ def extract(raw: Mapping, source: SourceScope, rules: Rules) -> tuple[list[Extra
     problems: list[tuple[str, str]] = []
     usable: dict[int, list[str]] = {}  # type id -> scoped values, for composite keys
     seen: set[int] = set()
-    for rule in rules.types:
-        normalizer = NORMALIZERS[rule.normalizer]
-        scope = source.scope_for(rule.scoping)
-        for name in rule.fields:
-            raw_value = raw.get(name)
-            if raw_value is None:
-                continue
-            values = raw_value if isinstance(raw_value, list) else [raw_value]
-            if len(values) > MAX_VALUES_PER_FIELD:
-                problems.append((f"raw.{name}", f"at most {MAX_VALUES_PER_FIELD} values"))
-                continue
+    for name, raw_value in raw.items():
+        if raw_value is None or name not in rules.by_field:
+            continue
+        values = raw_value if isinstance(raw_value, list) else [raw_value]
+        if len(values) > MAX_VALUES_PER_FIELD:
+            problems.append((f"raw.{name}", f"at most {MAX_VALUES_PER_FIELD} values"))
+            continue
+        for rule in rules.by_field[name]:
+            normalizer = NORMALIZERS[rule.normalizer]
+            scope = source.scope_for(rule.scoping)
             for position, one in enumerate(values):
                 where = f"raw.{name}" if values is not raw_value else f"raw.{name}.{position}"
                 try:

@@ -36,6 +36,8 @@ MAX_LENGTH = 512
 
 
 def _text(value: object) -> str:
+    if type(value) is str and len(value) <= MAX_LENGTH and "\x00" not in value:
+        return value
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise NormalizeError("must be a string")
     text = str(value)
@@ -48,7 +50,8 @@ def _text(value: object) -> str:
 
 def clean_phone(value: object) -> str:
     """Digits (and a leading +) without punctuation; Chinese mobiles without their country code."""
-    text = PHONE_PUNCTUATION.sub("", _text(value).translate(FULL_WIDTH))
+    text = _text(value)
+    text = PHONE_PUNCTUATION.sub("", text if text.isascii() else text.translate(FULL_WIDTH))
     match = CN_MOBILE.fullmatch(text)
     return match.group(1) if match else text
 
@@ -89,7 +92,8 @@ TOKEN = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 def clean_token(value: object) -> str:
-    return _text(value).translate(FULL_WIDTH).strip()
+    text = _text(value)
+    return (text if text.isascii() else text.translate(FULL_WIDTH)).strip()
 
 
 def finish_token(cleaned: str) -> str:

@@ -209,12 +209,23 @@ def _exact_where_constrained(records, current, labels, linking, stats, rules, re
     return labels
 
 
+def _unique_pairs(a: np.ndarray, b: np.ndarray, counts: bool = False):
+    """Distinct ``(a, b)`` rows (sorted), optionally with their counts: one int64 ``np.unique``
+    instead of the much slower row-wise ``axis=0`` one (both are non-negative ids)."""
+    width = int(b.max()) + 1 if len(b) else 1
+    combined = a.astype(np.int64) * width + b
+    found = np.unique(combined, return_counts=counts)
+    keys, n = found if counts else (found, None)
+    pairs = np.stack([keys // width, keys % width], axis=1)
+    return (pairs, n) if counts else pairs
+
+
 def _choose(labels: np.ndarray, current: np.ndarray) -> dict[int, int]:
     """Label -> existing OneID it keeps (the one holding most of its records, each OneID once)."""
     held = current > 0
     if not held.any():
         return {}
-    pairs, counts = np.unique(np.stack([labels[held], current[held]], axis=1), axis=0, return_counts=True)
+    pairs, counts = _unique_pairs(labels[held], current[held], counts=True)
     order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))
     pairs, counts = pairs[order], counts[order]
     first = np.ones(len(pairs), bool)
@@ -351,7 +362,7 @@ def _history(records, current, labels, new_oneid, links, actor, rules, result: B
     held = current > 0
     if not held.any():
         return
-    pairs = np.unique(np.stack([new_oneid[held], current[held]], axis=1), axis=0)
+    pairs = _unique_pairs(new_oneid[held], current[held])
     targets, sources_per_target = np.unique(pairs[:, 0], return_counts=True)
     olds, targets_per_old = np.unique(pairs[:, 1], return_counts=True)
     alive = set(new_oneid.tolist())
