@@ -160,6 +160,9 @@ class OneIdAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
+    def save_model(self, request, obj, form, change) -> None:
+        """Nothing on the page is editable; changes are splits and merges, through the services."""
+
     def get_urls(self):
         split = path("<int:pk>/split/", self.admin_site.admin_view(self.split_view), name="identity_oneid_split")
         return [split, *super().get_urls()]
