@@ -343,8 +343,11 @@ class PropagationCompiler:
         """``SELECT subject_id, value`` for every target subject in ``selection`` (NULL: nothing arrives)."""
         agg_sql, agg_params = self.aggregated(selection)
         chunk_sql, chunk_params = self.ids_in("t.id", selection)
+        # MATERIALIZED: the aggregate runs once, not once per target row of a nested loop
+        # (the planner's estimates for a list of ids are often a row or two).
         sql = (
-            f"SELECT t.id AS subject_id, a.value AS value FROM subjects_subject t"
-            f" LEFT JOIN ({agg_sql}) a ON a.target_id = t.id WHERE t.subject_type_id = %s AND {chunk_sql}"
+            f"WITH agg AS MATERIALIZED ({agg_sql})"
+            f" SELECT t.id AS subject_id, a.value AS value FROM subjects_subject t"
+            f" LEFT JOIN agg a ON a.target_id = t.id WHERE t.subject_type_id = %s AND {chunk_sql}"
         )
         return sql, [*agg_params, self.p.target_type_id, *chunk_params]

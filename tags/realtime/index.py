@@ -11,8 +11,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from django.db.models import Count, Max
-
 from tags.models import Computation, TagDefinition, TagDependency, TagStatus
 from tags.rules import nodes as n
 
@@ -44,9 +42,15 @@ _cached: tuple[object, Index] | None = None
 
 
 def _stamp() -> object:
-    tags = TagDefinition.objects.aggregate(m=Max("updated_at"), c=Count("id"))
-    deps = TagDependency.objects.aggregate(m=Max("id"), c=Count("id"))
-    return (tags["m"], tags["c"], deps["m"], deps["c"])
+    """What changes when a definition, an active rule or a dependency does: one round trip."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT MAX(updated_at) FROM tags_tagdefinition), (SELECT COUNT(*) FROM tags_tagdefinition),"
+            " (SELECT MAX(id) FROM tags_tagdependency), (SELECT COUNT(*) FROM tags_tagdependency)"
+        )
+        return cursor.fetchone()
 
 
 def current() -> Index:
