@@ -7,15 +7,16 @@ upsert of 1,000 rows is one statement with one parameter, whatever the backend.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
 
 import orjson
 from django.db import IntegrityError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+
+from .new_rows import copy_if_all_new
+from .staging import SAVEPOINT, one_round_trip, stage_batch
 
 Column = tuple[str, str]  # (name, PostgreSQL type)
 
@@ -95,7 +96,11 @@ def guarded_upsert(
     key_of = itemgetter(*[[name for name, _ in columns].index(k) for k in key])
     keys = [key_of(row) for row in rows]
     width = len(key)
-    source, params = _stage(connection, table, columns, rows)
+    if connection.vendor == "postgresql":
+        created = copy_if_all_new(connection, table=table, columns=columns, key=key, keys=keys, rows=rows, now=now)
+        if created is not None:
+            return created
+    source, params = stage_batch(connection, table, columns, rows)
     stamps = _stamps(connection, now)
     outcome: dict[tuple, tuple[int, str]] = {}
     with connection.cursor() as cursor:
@@ -135,7 +140,7 @@ def _upsert_postgresql(connection, cursor, table, columns, key, source, stamps) 
     """
     insert = _upsert_sql_postgresql(table, columns, key, source, plain_insert=True)
     upsert = _upsert_sql_postgresql(table, columns, key, source)
-    if not _one_round_trip(cursor):
+    if not one_round_trip(cursor):
         try:
             with transaction.atomic(using=connection.alias):
                 cursor.execute(insert, [*stamps, *stamps])
@@ -144,23 +149,12 @@ def _upsert_postgresql(connection, cursor, table, columns, key, source, stamps) 
             cursor.execute(upsert, [*stamps])
             return cursor.fetchall()
     try:
-        cursor.execute(f"SAVEPOINT {_SAVEPOINT}; {insert}; RELEASE SAVEPOINT {_SAVEPOINT}", [*stamps, *stamps])
+        cursor.execute(f"SAVEPOINT {SAVEPOINT}; {insert}; RELEASE SAVEPOINT {SAVEPOINT}", [*stamps, *stamps])
     except IntegrityError:
-        cursor.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}; RELEASE SAVEPOINT {_SAVEPOINT}; {upsert}", [*stamps])
+        cursor.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}; {upsert}", [*stamps])
         cursor.nextset()
     cursor.nextset()
     return cursor.fetchall()
-
-
-_SAVEPOINT = "tw_guarded_upsert"
-
-
-def _one_round_trip(cursor) -> bool:
-    """Whether ``cursor`` binds parameters client-side, so one ``execute`` may hold
-    several statements (psycopg's ``ClientCursor``; not with ``server_side_binding``)."""
-    from psycopg import ClientCursor
-
-    return isinstance(cursor.cursor, ClientCursor)
 
 
 def _upsert_sql_postgresql(
@@ -217,86 +211,3 @@ def _write_sql_sqlite(table: str, columns: Sequence[Column], key: Sequence[str],
 def _stamps(connection, now: datetime) -> tuple[object, object]:
     stamp = db_datetime(connection, now)
     return stamp, stamp
-
-
-def _stage(connection, table: str, columns: Sequence[Column], rows: Sequence[tuple]) -> tuple[str, list]:
-    """Where the statements read the batch from: ``(FROM-clause item named r, params)``."""
-    jsonb = [i for i, (_, pg_type) in enumerate(columns) if pg_type == "jsonb"]
-    if connection.vendor != "postgresql":
-        names = [name for name, _ in columns]
-        return recordset_sql(connection, columns), [
-            recordset_param([dict(zip(names, _json_fragments(row, jsonb), strict=True)) for row in rows])
-        ]
-    stage = f"tw_stage_{table}"
-    state = _stage_state(connection, stage)
-    with connection.cursor() as cursor:
-        prepare = []
-        if not state.ready:
-            definition = ", ".join(f"{name} {pg_type}" for name, pg_type in columns)
-            prepare.append(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition}) ON COMMIT DELETE ROWS")
-        if state.dirty:  # an earlier batch of this transaction (a wave, a chunk of an import)
-            prepare.append(f"TRUNCATE {stage}")
-        if prepare and _one_round_trip(cursor):
-            cursor.execute("; ".join(prepare))
-        else:
-            for statement in prepare:
-                cursor.execute(statement)
-        state.dirty = True
-        transaction.on_commit(state.committed, using=connection.alias)
-        with cursor.cursor.copy(f"COPY {stage} FROM STDIN") as copy:
-            write = copy.write_row
-            if not jsonb:
-                for row in rows:
-                    write(row)
-            else:
-                for row in rows:
-                    write(_json_texts(row, jsonb))
-    return f"{stage} r", []
-
-
-@dataclass
-class _StageState:
-    """What a session knows about its staging table for one product table.
-
-    The table is a temporary table ``ON COMMIT DELETE ROWS``: created once per
-    session (``ready`` once a transaction that created it committed; until then
-    every batch re-checks with ``IF NOT EXISTS``, so a rolled-back creation is
-    repaired) and emptied by PostgreSQL at commit, in place, with no statement of
-    ours. Only a second batch in one transaction (waves, an import's chunks) finds
-    rows to clear (``dirty``).
-    """
-
-    ready: bool = False
-    dirty: bool = False
-
-    def committed(self) -> None:
-        self.ready, self.dirty = True, False
-
-
-_stage_states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _stage_state(connection, stage: str) -> _StageState:
-    """Per database session (the driver's connection object: a reconnect starts afresh)."""
-    states = _stage_states.setdefault(connection.connection, {})
-    return states.setdefault(stage, _StageState())
-
-
-def _json_texts(row: tuple, jsonb: list[int]) -> list:
-    """``row`` with its jsonb values as JSON text (values given as text are kept)."""
-    row = list(row)
-    for i in jsonb:
-        if type(row[i]) is not str:
-            row[i] = orjson.dumps(row[i]).decode()
-    return row
-
-
-def _json_fragments(row: tuple, jsonb: list[int]) -> tuple:
-    """``row`` for the JSON parameter, with jsonb values given as text embedded as JSON."""
-    if not any(type(row[i]) is str for i in jsonb):
-        return row
-    row = list(row)
-    for i in jsonb:
-        if type(row[i]) is str:
-            row[i] = orjson.Fragment(row[i])
-    return tuple(row)
