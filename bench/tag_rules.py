@@ -93,14 +93,16 @@ def generate(subject_type_id: int, members: int, events: int, now: dt.datetime) 
                 " 'bench', 'm' || g, %s, %s FROM generate_series(1, %s) g",
                 [subject_type_id, now, now, members],
             )
+            cursor.execute("SELECT min(id) FROM subjects_subject")
+            first = cursor.fetchone()[0]
             cursor.execute(
                 "INSERT INTO tags_event (subject_id, type, occurred_at, properties, source, event_id, received_at)"
-                " SELECT 1 + floor(random() * %s)::bigint,"
+                " SELECT %s + floor(random() * %s)::bigint,"
                 " CASE WHEN random() < 0.8 THEN 'purchase' ELSE 'visit' END,"
                 " %s - random() * interval '365 days',"
                 " jsonb_build_object('amount', (random() * 1000)::int), 'bench', 'e' || g, %s"
                 " FROM generate_series(1, %s) g",
-                [members, now, now, events],
+                [first, members, now, now, events],
             )
         finally:
             cursor.execute("SET session_replication_role = DEFAULT")
