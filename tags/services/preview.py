@@ -23,6 +23,10 @@ def preview_rule(tag: TagDefinition, document: object) -> dict:
     ``sample`` lists up to 20 ``{"subject_id", "old", "new"}`` that would change.
     Raises ServiceError (errors pointing into the document) when the rule is invalid.
     """
+    if tag.computation == "propagated":  # propagation hook
+        from tags.propagation.definitions import preview_propagation
+
+        return preview_propagation(tag, document)
     rule = parse_for(tag, document)
     computed_sql, params = compiled_select(tag, rule, Selection.everything(), timezone.now())
     pg = connection.vendor == "postgresql"
