@@ -119,10 +119,16 @@ class PropagationCompiler:
     def pairs(self, selection: Selection) -> Frag:
         """Distinct (target, source) with the summed path weight and the latest relationship."""
         reach_sql, params = self.reach(selection)
-        sql = (
-            "SELECT target_id, source_id, SUM(w) AS w, MAX(at) AS at, MAX(rid) AS rid"
-            f" FROM ({reach_sql}) reach GROUP BY target_id, source_id"
-        )
+        if self.p.weighted or self.p.aggregate == "copy":
+            sql = (
+                "SELECT target_id, source_id, SUM(w) AS w, MAX(at) AS at, MAX(rid) AS rid"
+                f" FROM ({reach_sql}) reach GROUP BY target_id, source_id"
+            )
+        else:  # only the pairs matter: a plain DISTINCT, as one would write it by hand
+            sql = (
+                "SELECT target_id, source_id, 1 AS w, NULL AS at, NULL AS rid"
+                f" FROM (SELECT DISTINCT target_id, source_id FROM ({reach_sql}) reach) d"
+            )
         return sql, params
 
     # ---- source values ----------------------------------------------------------------
@@ -272,6 +278,8 @@ class PropagationCompiler:
             match, match_params = self.matches()
             share = f"SUM(CASE WHEN {match} THEN {w} ELSE 0 END) * 1.0 / SUM({w})"
             return self.grouped(vals, share, "number"), [*match_params, *params]
+        if self.p.source.value_type != "multi_enum":
+            return self.share_by_window(selection)
         elements, element_params = self.values(selection, elements=True)
         totals, total_params = self.values(selection, elements=False)
         share = (
@@ -297,6 +305,26 @@ class PropagationCompiler:
                 f" FROM (SELECT * FROM ({shares}) s ORDER BY target_id, v) s GROUP BY target_id"
             )
         return sql, [*element_params, *total_params]
+
+    def share_by_window(self, selection: Selection) -> Frag:
+        """One value per source: count per (target, value) and divide by the target's total (a window)."""
+        vals, params = self.values(selection, elements=False)
+        w = "w" if self.p.weighted else "1"
+        total = "SUM(n) OVER (PARTITION BY target_id)"
+        share = (
+            f"ROUND(n::numeric / ({total})::numeric, {DECIMALS})::float8"
+            if self.pg
+            else f"round(n * 1.0 / ({total}), {DECIMALS})"
+        )
+        per_value = f"SELECT target_id, v, SUM({w}) AS n FROM ({vals}) e GROUP BY target_id, v"
+        shares = f"SELECT target_id, v, {share} AS share FROM ({per_value}) pv"
+        if self.pg:
+            return f"SELECT target_id, jsonb_object_agg(v, share) AS value FROM ({shares}) s GROUP BY target_id", params
+        return (
+            "SELECT target_id, json_group_object(v, share) AS value"
+            f" FROM (SELECT * FROM ({shares}) s ORDER BY target_id, v) s GROUP BY target_id",
+            params,
+        )
 
     def a_ranked(self, selection: Selection) -> Frag:
         """top_k (a sorted multi-enum of the k most frequent values) and mode (the most frequent)."""
