@@ -646,6 +646,14 @@ def load_http(shape: Shape, n_items: int, log_path: Path) -> tuple[LoadResult | 
 
 def _sql_kind(sql: str) -> str:
     head = sql[:120]
+    if "SELECT nextval(" in head:
+        return "sql: all-new check + id reservation (savepoint)"
+    if head.startswith(("SAVEPOINT tw_guarded_upsert; WITH batch", "ROLLBACK TO SAVEPOINT tw_guarded_upsert")):
+        return "sql: guarded upsert (compare and write, savepoint)"
+    if head.startswith(("RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")):
+        return "sql: savepoint release"
+    if head.startswith(("CREATE TEMP TABLE", "TRUNCATE tw_stage")):
+        return "sql: staging table create/clear"
     if head.startswith("INSERT INTO subjects_subject"):
         return "sql: upsert subjects (INSERT … ON CONFLICT)"
     if head.startswith("INSERT INTO subjects_relationship"):
