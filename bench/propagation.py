@@ -521,7 +521,7 @@ def send_load(bounds: tuple[int, int], rate: int, batch: int, seconds: float, ta
     return sent
 
 
-def latencies(correlations: list[str], region_tag_code: str) -> tuple[list[float], int]:
+def latencies(correlations: list[str], tag_code: str) -> tuple[list[float], int]:
     from django.db.models import Min
 
     from audit.models import DomainEvent
@@ -533,7 +533,7 @@ def latencies(correlations: list[str], region_tag_code: str) -> tuple[list[float
     )
     done = dict(
         DomainEvent.objects.filter(
-            action="tags.propagated", object_type=f"tag:{region_tag_code}", correlation_id__in=correlations
+            action="tags.propagated", object_type=f"tag:{tag_code}", correlation_id__in=correlations
         )
         .values("correlation_id")
         .annotate(t=Min("occurred_at"))
@@ -541,6 +541,31 @@ def latencies(correlations: list[str], region_tag_code: str) -> tuple[list[float
     )
     values = [(done[c] - accepted[c]).total_seconds() for c in accepted if c in done]
     return values, len(accepted) - len(values)
+
+
+def wait_drained(correlations: list[str], tag_code: str, limit: float = 300.0, stall: float = 20.0) -> float:
+    """Wait until every batch reached ``tag_code`` (or no progress for ``stall`` s); seconds waited."""
+    from audit.models import DomainEvent
+
+    started = last_change = time.monotonic()
+    seen = -1
+    while time.monotonic() - started < limit:
+        done = (
+            DomainEvent.objects.filter(
+                action="tags.propagated", object_type=f"tag:{tag_code}", correlation_id__in=correlations
+            )
+            .values("correlation_id")
+            .distinct()
+            .count()
+        )
+        if done >= len(correlations):
+            break
+        if done != seen:
+            seen, last_change = done, time.monotonic()
+        elif time.monotonic() - last_change > stall:
+            break
+        time.sleep(0.5)
+    return round(time.monotonic() - started, 1)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -583,6 +608,13 @@ def in_process(bench: Bench, tags: dict, bounds, options) -> None:
     tag_index.forget()
     seconds = min(options.seconds, 10.0)
     sent = send_load(bounds, options.rate, options.batch, seconds, f"ip{uuid.uuid4().hex[:6]}")
+    record_latency(
+        bench,
+        "latency_in_process_clinics",
+        f"event batch of {options.batch} → member and its clinics; eager, in process",
+        *latencies([c for c, _ in sent], tags["clinic_spend"].code),
+        len(sent) * options.batch,
+    )
     values, missing = latencies([c for c, _ in sent], tags["region_spend"].code)
     record_latency(
         bench,
@@ -636,7 +668,15 @@ def through_worker(bench: Bench, tags: dict, bounds, options) -> None:
         time.sleep(6)  # worker start-up (Django set-up, broker connection)
         sent = send_load(bounds, options.rate, options.batch, options.seconds, f"w{uuid.uuid4().hex[:6]}")
         events = len(sent) * options.batch
-        time.sleep(5)  # let the queue drain
+        drained = wait_drained([c for c, _ in sent], tags["region_spend"].code)
+        bench.sections["worker_drain_s"] = drained
+        record_latency(
+            bench,
+            "latency_worker_clinics",
+            f"event batch of {options.batch} → member and its clinics; Redis + worker",
+            *latencies([c for c, _ in sent], tags["clinic_spend"].code),
+            events,
+        )
         values, missing = latencies([c for c, _ in sent], tags["region_spend"].code)
         record_latency(
             bench,

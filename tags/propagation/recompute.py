@@ -56,6 +56,7 @@ def write_selection(
             rule_version=tag.version,
             correlation_id=correlation_id,
             now=now,
+            scope=_scope(selection) if connection.vendor == "postgresql" else None,
         )
         if applied.count:
             summary = {"ids": list(selection.ids[:1000])} if selection.ids is not None else {"id_from": selection.low}
@@ -76,6 +77,27 @@ def write_selection(
             )
             send_values_changed_on_commit(tag, applied.changed_ids, correlation_id)
     return applied
+
+
+def _scope(selection: Selection) -> tuple[str, list]:
+    """The writer reads old values by an index range of the chunk, not by a join (stale statistics)."""
+    if selection.ids is not None:
+        return "v.subject_id = ANY(%s::bigint[])", [list(selection.ids)]
+    return "v.subject_id >= %s AND v.subject_id < %s", [selection.low, selection.high]
+
+
+ANALYZE_AFTER_ROWS = 10_000
+
+
+def _refresh_statistics() -> None:
+    """A full recompute that just wrote many values of a tag: let the planner know (PostgreSQL).
+
+    Without it, the next chunks plan against "this tag has no values" and a join with
+    the stored values can turn quadratic.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE tags_tagvalue")
 
 
 def recompute_ids(
@@ -150,6 +172,7 @@ def recompute_all(
             subject_count=Subject.objects.filter(subject_type_id=tag.subject_type_id).count(),
         )
     changed_ids: list[int] = []
+    analyzed = False
     for low, high in bounds:
         with transaction.atomic():
             applied = write_selection(tag, prop, Selection.id_range(low, high), now=now, correlation_id=correlation_id)
@@ -158,6 +181,9 @@ def recompute_all(
                 RecomputeJob.objects.filter(pk=job.pk).update(
                     chunks_done=F("chunks_done") + 1, rows_changed=F("rows_changed") + applied.count
                 )
+        if not analyzed and len(changed_ids) >= ANALYZE_AFTER_ROWS:
+            _refresh_statistics()
+            analyzed = True
     TagDefinition.objects.filter(pk=tag.pk).update(last_computed_at=now)
     changed = len(changed_ids)
     if cascade and changed_ids:
