@@ -342,6 +342,9 @@ def test_preview_counts_without_writing(pw):
     preview = preview_propagation(tag, doc)
     assert preview["counts"] == {"3": 1, "2": 1} and preview["changes"] == 2 and preview["total"] == 2
     assert not TagValue.objects.filter(tag=tag).exists()
+    from tags.services.preview import preview_rule
+
+    assert preview_rule(tag, doc) == preview  # tags-core's preview dispatches propagated tags
 
 
 # ---- validation -------------------------------------------------------------------------------
