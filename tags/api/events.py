@@ -45,7 +45,7 @@ class EventResultSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     id = serializers.IntegerField()
     subject = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=["created", "replayed"])
+    status = serializers.CharField(help_text='"created", or "replayed" (this event id was stored before)')
 
 
 class EventBatchResultSerializer(serializers.Serializer):
