@@ -88,7 +88,7 @@ class WarningSerializer(serializers.Serializer):
 class RecordResultSerializer(serializers.Serializer):
     index = serializers.IntegerField(allow_null=True)
     id = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=["created", "updated", "unchanged"])
+    status = serializers.CharField(help_text="created | updated | unchanged")
     oneid = serializers.IntegerField(allow_null=True)
     warnings = WarningSerializer(many=True)
 
@@ -106,6 +106,7 @@ class OneIdSerializer(serializers.ModelSerializer):
     id = serializers.IntegerField(source="subject_id", read_only=True)
     display_name = serializers.CharField(source="subject.display_name", read_only=True)
     subject_type = serializers.CharField(source="subject.subject_type.code", read_only=True)
+    status = serializers.CharField(read_only=True, help_text="active | retired")
 
     class Meta:
         model = OneId
@@ -129,7 +130,7 @@ class IdentifierWhySerializer(serializers.Serializer):
     rule = serializers.CharField(help_text="identifier:<type> or composite:<key>")
     scope = serializers.CharField()
     value = serializers.CharField()
-    status = serializers.ChoiceField(choices=["link", "part", "blocked", "over_limit"])
+    status = serializers.CharField(help_text="link | part | blocked | over_limit")
     shared_by = serializers.IntegerField(help_text="Records holding this value (all OneIDs)")
     why = serializers.CharField()
 
@@ -189,6 +190,8 @@ class MergeResponseSerializer(serializers.Serializer):
 
 
 class MatchSuggestionSerializer(serializers.ModelSerializer):
+    status = serializers.CharField(read_only=True, help_text="open | accepted | rejected")
+
     class Meta:
         model = MatchSuggestion
         fields = ["id", "oneid_a", "oneid_b", "score", "evidence", "status", "decided_by", "decided_at", "created_at"]
