@@ -18,12 +18,13 @@ import random
 import sys
 from collections.abc import Iterator
 
+from django.db import connection
 from django.db.models import Max
 
 from subjects.demo.types import HEALTH_CONCERNS, PROJECT_CATEGORIES, SKIN_TYPES, SPECIALTIES
 from subjects.models import Relationship, Subject, SubjectType
 from tags import events
-from tags.models import Computation, TagDefinition, TagGroup, TagStatus, ValueSource
+from tags.models import Computation, Event, TagDefinition, TagGroup, TagStatus, ValueSource
 from tags.services import definitions, recompute, store
 
 EVENTS_UNTIL = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -225,9 +226,16 @@ class _Run:
     def events(self) -> None:
         created = 0
         for chunk in self.subjects("member"):
-            items = [item for member in chunk for item in _member_events(member)]
-            results = events.ingest_events(actor=None, items=items)
-            created += sum(1 for r in results if r.status == "created")
+            # A member's events are ingested in one all-or-nothing call: one stored means all are.
+            stored = set(
+                Event.objects.filter(source=EVENT_SOURCE, subject_id__in=[m[0] for m in chunk])
+                .values_list("subject_id", flat=True)
+                .distinct()
+            )
+            items = [item for member in chunk if member[0] not in stored for item in _member_events(member)]
+            if items:
+                results = events.ingest_events(actor=None, items=items)
+                created += sum(1 for r in results if r.status == "created")
         self.written += created
         self.say(f"tags demo: {created:,} member events created")
 
@@ -246,12 +254,27 @@ class _Run:
         self.say(f"tags demo: {changed:,} assigned values written")
 
     def compute(self, rule_tags: list[TagDefinition]) -> None:
-        rows = 0
+        rows, analyzed = 0, False
         for tag in rule_tags:
             tag = TagDefinition.objects.select_related("rule").get(pk=tag.pk)
             if self.written or _stale(tag):
+                if not analyzed:
+                    _analyze()
+                    analyzed = True
                 rows += recompute.recompute_all(tag, cascade=False)
         self.say(f"tags demo: {len(rule_tags)} rule tags, {rows:,} values computed")
+
+
+def _analyze() -> None:
+    """Fresh planner statistics for what was just bulk-loaded (PostgreSQL).
+
+    Right after a load autovacuum has not run yet; with empty statistics the planner
+    takes every table for one row and joins the rule's aggregates by nested loops.
+    """
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE subjects_subject, subjects_relationship, tags_event, tags_tagvalue")
 
 
 def _tag_differs(tag: TagDefinition, data: dict, options) -> bool:
