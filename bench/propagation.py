@@ -543,7 +543,7 @@ def latencies(correlations: list[str], tag_code: str) -> tuple[list[float], int]
     return values, len(accepted) - len(values)
 
 
-def wait_drained(correlations: list[str], tag_code: str, limit: float = 300.0, stall: float = 20.0) -> float:
+def wait_drained(correlations: list[str], tag_code: str, limit: float = 150.0, stall: float = 20.0) -> float:
     """Wait until every batch reached ``tag_code`` (or no progress for ``stall`` s); seconds waited."""
     from audit.models import DomainEvent
 

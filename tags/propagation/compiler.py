@@ -141,7 +141,16 @@ class PropagationCompiler:
             where_sql = "".join(f" AND {sql}" for sql, _ in where)
             where_params = [x for _, ps in where for x in ps]
         if src.tag_id is not None:
-            sql = "JOIN tags_tagvalue sv ON sv.tag_id = %s AND sv.subject_id = p.source_id"
+            if self.pg:
+                # One (tag, subject) index probe per pair, whatever the statistics say: a source
+                # tag that just gained its values is estimated at "no rows", and a planner that
+                # believes it can put it on the outside of a nested loop over all pairs.
+                sql = (
+                    "CROSS JOIN LATERAL (SELECT x.value FROM tags_tagvalue x"
+                    " WHERE x.tag_id = %s AND x.subject_id = p.source_id OFFSET 0) sv"
+                )
+            else:
+                sql = "JOIN tags_tagvalue sv ON sv.tag_id = %s AND sv.subject_id = p.source_id"
             params: list = [src.tag_id]
             if where_sql:
                 sql += f" JOIN subjects_subject ss ON ss.id = p.source_id{where_sql}"
