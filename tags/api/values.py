@@ -9,6 +9,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -21,6 +22,7 @@ from tags.services.values import ValueProblem
 from .bulk import import_values
 from .filters import TagValueFilter, parse_value_param
 from .permissions import ActionPermissions
+from .renderers import ORJSONRenderer
 from .serializers import (
     SubjectsAtPageSerializer,
     TagValueBulkRequestSerializer,
@@ -40,17 +42,7 @@ TAG_PARAMS = [
 ]
 
 
-def _row(values: dict) -> dict:
-    return {
-        "id": values["id"],
-        "subject": values["subject_id"],
-        "tag": values["tag_id"],
-        "tag_code": values["tag__code"],
-        "value": values["value"],
-        "source": values["source"],
-        "rule_version": values["rule_version"],
-        "updated_at": values["updated_at"],
-    }
+ROW_KEYS = ("id", "subject", "tag", "tag_code", "value", "source", "rule_version", "updated_at")
 
 
 def tag_param(request: Request) -> TagDefinition:
@@ -98,6 +90,7 @@ class TagValueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     queryset = TagValue.objects.all()
     serializer_class = TagValueSerializer
+    renderer_classes = [ORJSONRenderer, BrowsableAPIRenderer]
     filterset_class = TagValueFilter
     permission_classes = [ActionPermissions]
     action_perms = {
@@ -107,10 +100,10 @@ class TagValueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     }
 
     def list(self, request: Request, *args, **kwargs) -> Response:
-        """One query a page: the rows come from ``values()``, not model instances."""
+        """One query a page: rows come from ``values_list()`` (no model instances) and render with orjson."""
         queryset = self.filter_queryset(self.get_queryset()).values(*LIST_FIELDS)
         page = self.paginate_queryset(queryset)
-        return self.get_paginated_response([_row(v) for v in page])
+        return self.get_paginated_response([dict(zip(ROW_KEYS, row.values(), strict=True)) for row in page])
 
     @extend_schema(
         request=TagValueBulkRequestSerializer,

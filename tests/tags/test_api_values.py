@@ -198,6 +198,8 @@ def test_list_filters_by_tag_subject_value_and_source(api, tags):
     assert len(ids(source="imported")) == 4
     row = api.get(LIST, {"subject": c.id}).json()["results"][0]
     assert set(row) == {"id", "subject", "tag", "tag_code", "value", "source", "rule_version", "updated_at"}
+    assert (row["value"], row["source"], row["rule_version"]) == (3, "imported", None)
+    assert row["updated_at"].endswith("Z")  # rendered by orjson in DRF's UTC format
 
 
 def test_the_list_is_one_query_a_page_whatever_its_size(api, tags, django_assert_num_queries):
