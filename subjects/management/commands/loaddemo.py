@@ -22,8 +22,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--workers", type=int, default=1, help="Processes loading customer chunks in parallel (PostgreSQL only)."
         )
+        parser.add_argument(
+            "--subjects-only",
+            action="store_true",
+            help="Load subjects and relationships only: no OneID identities, no tags and events (benchmark sizes).",
+        )
 
-    def handle(self, *args, scale, seed, members, chunk, workers, **options):
+    def handle(self, *args, scale, seed, members, chunk, workers, subjects_only, **options):
         try:
             sizes = Sizes.of(members=members, scale=scale)
             loader = DemoLoader(sizes=sizes, seed=seed, chunk=chunk, workers=workers, log=self.stdout.write)
@@ -42,4 +47,15 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"Done: {tally.written:,} rows written."))
         else:
             self.stdout.write(self.style.SUCCESS("Done: everything was already up to date; nothing written."))
+        if subjects_only:
+            return None
+        # The layers on top of the subjects, each idempotent and reporting what it wrote:
+        # OneID identities of the members, then tag groups, events and computed tags.
+        from identity.demo import load_demo as load_identities
+        from tags.demo import load_demo as load_tags
+
+        self.stdout.write("Identities (OneID):")
+        load_identities(stdout=self.stdout)
+        self.stdout.write("Tags and events:")
+        load_tags(stdout=self.stdout)
         return None
