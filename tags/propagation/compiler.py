@@ -38,6 +38,7 @@ class PropagationCompiler:
         self.p = prop
         self.pg = vendor == "postgresql"
         self.now = now
+        self.probe_sources = True
 
     # ---- parameters -------------------------------------------------------------------
     def moment(self, value: dt.datetime):
@@ -141,10 +142,11 @@ class PropagationCompiler:
             where_sql = "".join(f" AND {sql}" for sql, _ in where)
             where_params = [x for _, ps in where for x in ps]
         if src.tag_id is not None:
-            if self.pg:
-                # One (tag, subject) index probe per pair, whatever the statistics say: a source
-                # tag that just gained its values is estimated at "no rows", and a planner that
-                # believes it can put it on the outside of a nested loop over all pairs.
+            if self.pg and self.probe_sources:
+                # Incremental (a list of ids): one (tag, subject) index probe per pair, whatever
+                # the statistics say — a source tag that just gained its values is estimated at
+                # "no rows", and a planner that believes it puts it outside a nested loop over
+                # all pairs. Full chunks use a plain join (a hash join) on fresh statistics.
                 sql = (
                     "CROSS JOIN LATERAL (SELECT x.value FROM tags_tagvalue x"
                     " WHERE x.tag_id = %s AND x.subject_id = p.source_id OFFSET 0) sv"
@@ -378,6 +380,7 @@ class PropagationCompiler:
     # ---- entry point --------------------------------------------------------------------
     def select(self, selection: Selection) -> Frag:
         """``SELECT subject_id, value`` for every target subject in ``selection`` (NULL: nothing arrives)."""
+        self.probe_sources = selection.ids is not None
         agg_sql, agg_params = self.aggregated(selection)
         chunk_sql, chunk_params = self.ids_in("t.id", selection)
         # MATERIALIZED: the aggregate runs once, not once per target row of a nested loop

@@ -90,13 +90,21 @@ ANALYZE_AFTER_ROWS = 10_000
 
 
 def _refresh_statistics() -> None:
-    """A full recompute that just wrote many values of a tag: let the planner know (PostgreSQL).
+    """Before a full chunk: ANALYZE the tag values if many changed since the last ANALYZE (PostgreSQL).
 
-    Without it, the next chunks plan against "this tag has no values" and a join with
-    the stored values can turn quadratic.
+    A full chunk joins the source tag's values with a hash join planned from the
+    statistics; a tag that just gained (or lost) its values would be planned as "no
+    rows", and a nested loop over all pairs turns quadratic. The check is one
+    catalog read; the ANALYZE (a 30,000-row sample) runs only when it is needed.
     """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT n_mod_since_analyze, n_live_tup FROM pg_stat_user_tables WHERE relname = 'tags_tagvalue'"
+        )
+        row = cursor.fetchone()
+        if row and row[0] > max(ANALYZE_AFTER_ROWS, row[1] // 10):
             cursor.execute("ANALYZE tags_tagvalue")
 
 
@@ -172,8 +180,8 @@ def recompute_all(
             subject_count=Subject.objects.filter(subject_type_id=tag.subject_type_id).count(),
         )
     changed_ids: list[int] = []
-    analyzed = False
     for low, high in bounds:
+        _refresh_statistics()
         with transaction.atomic():
             applied = write_selection(tag, prop, Selection.id_range(low, high), now=now, correlation_id=correlation_id)
             changed_ids += applied.changed_ids
@@ -181,9 +189,6 @@ def recompute_all(
                 RecomputeJob.objects.filter(pk=job.pk).update(
                     chunks_done=F("chunks_done") + 1, rows_changed=F("rows_changed") + applied.count
                 )
-        if not analyzed and len(changed_ids) >= ANALYZE_AFTER_ROWS:
-            _refresh_statistics()
-            analyzed = True
     TagDefinition.objects.filter(pk=tag.pk).update(last_computed_at=now)
     changed = len(changed_ids)
     if cascade and changed_ids:
