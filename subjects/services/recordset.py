@@ -80,10 +80,12 @@ def guarded_upsert(
     unique index; only new and changed rows are written (unchanged ones cost no
     write and no row lock), through ``ON CONFLICT DO UPDATE … WHERE (old) IS
     DISTINCT FROM (new)`` so a concurrent writer of the same keys is handled, in
-    key order so concurrent batches cannot deadlock. On PostgreSQL the batch is
-    streamed with ``COPY`` into a session-local staging table and matched with a
-    ``LATERAL`` probe (a plan that does not depend on table statistics), all in
-    one statement; SQLite reads the batch from one JSON parameter.
+    key order so concurrent batches cannot deadlock. On PostgreSQL a batch whose
+    keys are all new is copied straight into the table (:mod:`.new_rows`); any
+    other batch is streamed with ``COPY`` into the session's staging table
+    (:mod:`.staging`) and matched with a ``LATERAL`` probe (a plan that does not
+    depend on table statistics), all in one statement; SQLite reads the batch
+    from one JSON parameter.
 
     A ``jsonb`` value may be given already encoded (``str`` of JSON text), so a
     caller that encoded it to check it does not pay for it twice.
