@@ -89,7 +89,7 @@ def _scope(selection: Selection) -> tuple[str, list]:
 ANALYZE_AFTER_ROWS = 10_000
 
 
-def _refresh_statistics() -> None:
+def _refresh_statistics(written_since: int = 0) -> bool:
     """Before a full chunk: ANALYZE the tag values if many changed since the last ANALYZE (PostgreSQL).
 
     A full chunk joins the source tag's values with a hash join planned from the
@@ -98,14 +98,17 @@ def _refresh_statistics() -> None:
     catalog read; the ANALYZE (a 30,000-row sample) runs only when it is needed.
     """
     if connection.vendor != "postgresql":
-        return
+        return False
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT n_mod_since_analyze, n_live_tup FROM pg_stat_user_tables WHERE relname = 'tags_tagvalue'"
         )
         row = cursor.fetchone()
-        if row and row[0] > max(ANALYZE_AFTER_ROWS, row[1] // 10):
+        stale = bool(row) and row[0] > max(ANALYZE_AFTER_ROWS, row[1] // 10)
+        if stale or written_since >= ANALYZE_AFTER_ROWS:  # this job's tag grew: table-wide counts hide it
             cursor.execute("ANALYZE tags_tagvalue")
+            return True
+    return False
 
 
 def recompute_ids(
@@ -180,11 +183,14 @@ def recompute_all(
             subject_count=Subject.objects.filter(subject_type_id=tag.subject_type_id).count(),
         )
     changed_ids: list[int] = []
+    since_analyze = 0
     for low, high in bounds:
-        _refresh_statistics()
+        if _refresh_statistics(since_analyze):
+            since_analyze = 0
         with transaction.atomic():
             applied = write_selection(tag, prop, Selection.id_range(low, high), now=now, correlation_id=correlation_id)
             changed_ids += applied.changed_ids
+            since_analyze += applied.count
             if job is not None:
                 RecomputeJob.objects.filter(pk=job.pk).update(
                     chunks_done=F("chunks_done") + 1, rows_changed=F("rows_changed") + applied.count
