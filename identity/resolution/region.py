@@ -169,17 +169,19 @@ def region_graph(region: Region, rules: Rules) -> tuple[Graph, dict[int, int | N
     ).values_list("record_id", "key", "identifier_type_id", "composite_key_id", "scope", "value"):
         holders.setdefault(key, []).append(record)
         detail[key] = (type_id, composite_id, scope, value)
-        rule = rules.by_id.get(type_id) if type_id is not None else None
-        if rule is not None and rule.max_per_oneid is not None:
-            bucket = (type_id, scope)
-            graph.limits[bucket] = rule.max_per_oneid
-            graph.limited.setdefault(record, []).append((bucket, key))
     for key, records_of_key in holders.items():
         type_id, composite_id, scope, value = detail[key]
         limit = rules.shared_limit(type_id, composite_id)
         count = region.holders.get(key, len(records_of_key))
         if limit is not None and count > limit:
             continue
+        # Only values that link count toward max_per_oneid, as in batch: an over-limit value joins nobody.
+        rule = rules.by_id.get(type_id) if type_id is not None else None
+        if rule is not None and rule.max_per_oneid is not None:
+            bucket = (type_id, scope)
+            graph.limits[bucket] = rule.max_per_oneid
+            for record in records_of_key:
+                graph.limited.setdefault(record, []).append((bucket, key))
         graph.links.append(
             Link(
                 (rules.priority(type_id, composite_id), _kind(type_id, composite_id), scope, value),

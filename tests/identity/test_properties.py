@@ -120,3 +120,26 @@ def test_split_then_re_resolve_keeps_the_split(sources, records, data):
     reset_assignments()
     resolve_all()
     assert partition() == after
+
+
+@pytest.fixture
+def tight_rules(sources):
+    """Non-default limits: per-OneID-limited types that also stop linking when shared, so over-limit values
+    of a limited type occur (batch and incremental must both ignore them for ``max_per_oneid``)."""
+    from identity.models import IdentifierType
+
+    IdentifierType.objects.filter(code="wechat_unionid").update(max_shared_records=2)
+    IdentifierType.objects.filter(code="email").update(max_shared_records=2)
+    IdentifierType.objects.filter(code="wecom_external_userid").update(max_per_oneid=1, max_shared_records=2)
+    return sources
+
+
+@SETTINGS
+@given(records=records_strategy)
+def test_batch_equals_incremental_with_tight_limits(tight_rules, records):
+    expected = incremental(records)
+    reset()
+    push(*records, resolve=False)
+    resolve_all()
+    assert partition() == expected
+    assert_every_record_in_one_oneid(records)
