@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from .normalize import NORMALIZERS, NormalizeError
 
 MAX_VALUES_PER_FIELD = 20
+MAX_COMBINATIONS = 20  # composite values per composite key and record
+MAX_VALUE_LENGTH = 512  # Identifier.value: longer values would fail the COPY of the whole batch
 
 
 @dataclass(frozen=True)
@@ -56,22 +58,19 @@ class Rules:
         for t in self.types:
             for name in t.fields:
                 self.by_field.setdefault(name, []).append(t)
-        # One set and one alternation per type (its own values and the every-type ones):
-        # a value costs one set probe and one regex match, whatever the number of rules.
+        # One set and one list of compiled patterns per type (its own and the every-type ones).
+        # The patterns stay separate: joined into one alternation, group numbers shift (backreferences
+        # silently match something else) and two patterns naming the same group do not compile at all.
         self._exact: dict[int, set[str]] = {}
-        self._pattern: dict[int, re.Pattern | None] = {}
+        self._patterns: dict[int, list[re.Pattern]] = {}
         for t in self.types:
             self._exact[t.id] = self.blocked_exact.get(t.id, set()) | self.blocked_exact.get(None, set())
-            patterns = self.blocked_patterns.get(t.id, []) + self.blocked_patterns.get(None, [])
-            self._pattern[t.id] = (
-                re.compile("|".join(f"(?:{p.pattern})" for p in patterns), re.IGNORECASE) if patterns else None
-            )
+            self._patterns[t.id] = self.blocked_patterns.get(t.id, []) + self.blocked_patterns.get(None, [])
 
     def is_blocked(self, type_id: int, value: str) -> bool:
         if not value or value.casefold() in self._exact[type_id]:
             return True
-        pattern = self._pattern[type_id]
-        return pattern is not None and pattern.fullmatch(value) is not None
+        return any(pattern.fullmatch(value) is not None for pattern in self._patterns[type_id])
 
     def shared_limit(self, type_id: int | None, composite_id: int | None) -> int | None:
         if type_id is not None:
@@ -164,11 +163,18 @@ def link_key(subject_type_id: int, namespace: str, scope: str, value: str) -> in
     return int.from_bytes(digest, "big", signed=True)
 
 
-def extract(raw: Mapping, source: SourceScope, rules: Rules) -> tuple[list[Extracted], list[tuple[str, str]]]:
-    """Identifiers of ``raw`` and the per-field problems ``(field, message)``."""
+def extract(
+    raw: Mapping, source: SourceScope, rules: Rules, notes: list[dict] | None = None
+) -> tuple[list[Extracted], list[tuple[str, str]]]:
+    """Identifiers of ``raw`` and the per-field problems ``(field, message)``.
+
+    ``notes`` collects what is not an error but is not used in full (composite
+    combinations beyond :data:`MAX_COMBINATIONS`), for the ingest result's warnings.
+    """
     out: list[Extracted] = []
     problems: list[tuple[str, str]] = []
     usable: dict[int, list[str]] = {}  # type id -> scoped values, for composite keys
+    where_of: dict[str, str] = {}  # scoped value -> the field it came from (a composite too long names it)
     seen: set[int] = set()
     for name, raw_value in raw.items():
         if raw_value is None or name not in rules.by_field:
@@ -192,18 +198,45 @@ def extract(raw: Mapping, source: SourceScope, rules: Rules) -> tuple[list[Extra
                 except NormalizeError as exc:
                     problems.append((where, f"{rule.code} {exc}"))
                     continue
+                if len(value) > MAX_VALUE_LENGTH:  # NFKC can lengthen a value that passed its length check
+                    problems.append(
+                        (where, f"{rule.code} is longer than {MAX_VALUE_LENGTH} characters once normalized")
+                    )
+                    continue
                 key = link_key(source.subject_type_id, f"t{rule.id}", scope, value)
                 if key in seen:
                     continue
                 seen.add(key)
                 out.append(Extracted(rule.id, None, scope, value, key, status))
                 if status != "blocked":
-                    usable.setdefault(rule.id, []).append(f"{scope}\x1d{value}" if scope else value)
+                    scoped = f"{scope}\x1d{value}" if scope else value
+                    usable.setdefault(rule.id, []).append(scoped)
+                    where_of.setdefault(scoped, where)
     for composite in rules.composites:
         if not all(part in usable for part in composite.parts):
             continue
-        for combination in itertools.islice(itertools.product(*(usable[p] for p in composite.parts)), 20):
+        total = 1
+        for part in composite.parts:
+            total *= len(usable[part])
+        if total > MAX_COMBINATIONS and notes is not None:
+            notes.append(
+                {
+                    "type": composite.code,
+                    "value": "",
+                    "reason": f"too_many_combinations: {total}, only the first {MAX_COMBINATIONS} are used",
+                }
+            )
+        for combination in itertools.islice(itertools.product(*(usable[p] for p in composite.parts)), MAX_COMBINATIONS):
             value = "\x1f".join(combination)
+            if len(value) > MAX_VALUE_LENGTH:
+                longest = max(combination, key=len)
+                problems.append(
+                    (
+                        where_of[longest],
+                        f"{composite.code} is longer than {MAX_VALUE_LENGTH} characters (all its parts)",
+                    )
+                )
+                break
             key = link_key(source.subject_type_id, f"c{composite.id}", "", value)
             if key not in seen:
                 seen.add(key)

@@ -57,6 +57,16 @@ class _Item:
     content_hash: str
     identifiers: list[Extracted]
     encoded: bytes = b""  # raw as canonical JSON (sorted keys): hashed, size-checked and copied once
+    notes: list[dict] = field(default_factory=list)  # extraction warnings (composite combinations capped)
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` can be stored (and JSON-encoded): a lone surrogate cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _encode(raw: dict) -> tuple[bytes, str | None]:
@@ -147,6 +157,8 @@ def _parse(items: Sequence[Mapping], rules: Rules, errors: list[ItemError]) -> l
         external_id = raw_item.get("external_id")
         if not valid_text(external_id, 128):
             errors.append(ItemError(index, "external_id", "Must be a non-blank string of at most 128 characters."))
+        elif not _utf8(external_id):
+            errors.append(ItemError(index, "external_id", "Must be valid Unicode text (no lone surrogates)."))
         raw = raw_item.get("raw", {})
         encoded = b""
         if not isinstance(raw, dict):
@@ -157,7 +169,8 @@ def _parse(items: Sequence[Mapping], rules: Rules, errors: list[ItemError]) -> l
                 errors.append(ItemError(index, "raw", problem))
         if len(errors) > before:
             continue
-        identifiers, problems = extract(raw, scopes[source.code], rules)
+        notes: list[dict] = []
+        identifiers, problems = extract(raw, scopes[source.code], rules, notes)
         for where, message in problems:
             errors.append(ItemError(index, where, message, "invalid_identifier"))
         first = seen.setdefault((source.id, external_id), index)
@@ -165,7 +178,7 @@ def _parse(items: Sequence[Mapping], rules: Rules, errors: list[ItemError]) -> l
             errors.append(ItemError(index, "external_id", f"Duplicate of item {first} (same source and external_id)."))
         if len(errors) == before:
             digest = hashlib.blake2b(encoded, digest_size=16).hexdigest()
-            parsed.append(_Item(index, source, external_id, raw, digest, identifiers, encoded))
+            parsed.append(_Item(index, source, external_id, raw, digest, identifiers, encoded, notes))
     return parsed
 
 
@@ -301,6 +314,7 @@ def _over_limit(items: list[_Item], rules: Rules) -> dict[int, int]:
 def _warn(items: list[_Item], results: list[RecordResult], rules: Rules, over_limit: dict[int, int]) -> None:
     """Blocked and over-limit values are reported on the item that carried them."""
     for item, result in zip(items, results, strict=True):
+        result.warnings.extend(item.notes)
         for e in item.identifiers:
             code = rules.by_id[e.type_id].code if e.type_id in rules.by_id else _composite_code(rules, e.composite_id)
             if e.status == "blocked":
