@@ -170,7 +170,9 @@ class OneIdAdmin(admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = dict(extra_context or {})
         with contextlib.suppress(ValueError, ServiceError):
-            extra_context["detail"] = oneid_detail(int(object_id))
+            extra_context["detail"] = oneid_detail(
+                int(object_id), include_records=request.user.has_perm("identity.view_sourcerecord")
+            )
         extra_context["can_split"] = self.has_change_permission(request)
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -207,7 +209,7 @@ class MergeEventAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.action(description="Accept: merge the pair", permissions=["change"])
+@admin.action(description="Accept: merge the pair", permissions=["accept"])
 def accept_selected(modeladmin, request, queryset):
     for suggestion in queryset.filter(status="open"):
         try:
@@ -234,3 +236,7 @@ class MatchSuggestionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return request.user.has_perm("identity.change_matchsuggestion") and obj is None
+
+    def has_accept_permission(self, request) -> bool:
+        """Accepting merges two OneIDs: it needs what a manual merge needs (as the API does)."""
+        return request.user.has_perms(["identity.change_matchsuggestion", "identity.change_oneid"])

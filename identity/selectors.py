@@ -90,10 +90,15 @@ def _identifier_rows(record_ids: list[int], rules: Rules) -> tuple[list[dict], l
     return identifiers, links
 
 
-def oneid_detail(subject_id: int, rules: Rules | None = None) -> dict:
+def oneid_detail(subject_id: int, rules: Rules | None = None, *, include_records: bool = True) -> dict:
+    """A OneID with its golden record and history; with ``include_records`` also its source records (raw
+    fields), identifiers and links. The caller decides: raw records and identifier values need
+    ``identity.view_sourcerecord``, the golden record only ``identity.view_oneid``."""
     oneid = OneId.objects.select_related("subject", "subject__subject_type").filter(subject_id=subject_id).first()
     if oneid is None:
         raise ServiceError.single("id", f"No OneID {subject_id}.", "not_found")
+    if not include_records:
+        return _summary(oneid)
     rules = rules or load_rules()
     records = list(
         SourceRecord.objects.filter(oneid_id=subject_id)
@@ -107,17 +112,8 @@ def oneid_detail(subject_id: int, rules: Rules | None = None) -> dict:
         {"rule": "manual", "value": "", "records": sorted([a, b])}
         for a, b in manual.values_list("record_a_id", "record_b_id")
     ]
-    history = MergeEvent.objects.filter(oneid_id=subject_id).values(
-        "id", "kind", "rule", "evidence", "others", "records", "actor_id", "correlation_id", "created_at"
-    )[:100]
-    subject = oneid.subject
     return {
-        "id": subject.id,
-        "subject_type": subject.subject_type.code,
-        "display_name": subject.display_name,
-        "attributes": subject.attributes,
-        "status": oneid.status,
-        "merged_into": oneid.merged_into_id,
+        **_summary(oneid),
         "records": [
             {
                 "id": r["id"],
@@ -132,6 +128,22 @@ def oneid_detail(subject_id: int, rules: Rules | None = None) -> dict:
         ],
         "identifiers": identifiers,
         "links": links,
+    }
+
+
+def _summary(oneid: OneId) -> dict:
+    """The part of a OneID's detail that needs only ``view_oneid``: golden record, state, history."""
+    history = MergeEvent.objects.filter(oneid_id=oneid.subject_id).values(
+        "id", "kind", "rule", "evidence", "others", "records", "actor_id", "correlation_id", "created_at"
+    )[:100]
+    subject = oneid.subject
+    return {
+        "id": subject.id,
+        "subject_type": subject.subject_type.code,
+        "display_name": subject.display_name,
+        "attributes": subject.attributes,
+        "status": oneid.status,
+        "merged_into": oneid.merged_into_id,
         "history": list(history),
     }
 
@@ -153,7 +165,7 @@ def _candidate_keys(identifier_type: IdentifierType, spellings: set[str], scope:
     )
 
 
-def oneid_lookup(*, type_code: str, value: str, scope: str | None = None) -> list[dict]:
+def oneid_lookup(*, type_code: str, value: str, scope: str | None = None, include_records: bool = True) -> list[dict]:
     """OneIDs holding ``value`` of identifier type ``type_code`` (after normalization)."""
     identifier_type = IdentifierType.objects.filter(code=type_code).first()
     if identifier_type is None:
@@ -172,5 +184,5 @@ def oneid_lookup(*, type_code: str, value: str, scope: str | None = None) -> lis
             .values_list("oneid_id", flat=True)
         )
     )[:20]
-    rules = load_rules()
-    return [oneid_detail(o, rules) for o in oneids]
+    rules = load_rules() if include_records else None
+    return [oneid_detail(o, rules, include_records=include_records) for o in oneids]

@@ -160,9 +160,9 @@ class OneIdDetailSerializer(serializers.Serializer):
     attributes = serializers.DictField(help_text="The golden record")
     status = serializers.CharField()
     merged_into = serializers.IntegerField(allow_null=True)
-    records = OneIdRecordSerializer(many=True)
-    identifiers = IdentifierWhySerializer(many=True)
-    links = LinkSerializer(many=True)
+    records = OneIdRecordSerializer(many=True, required=False, help_text="Only with identity.view_sourcerecord")
+    identifiers = IdentifierWhySerializer(many=True, required=False, help_text="Only with identity.view_sourcerecord")
+    links = LinkSerializer(many=True, required=False, help_text="Only with identity.view_sourcerecord")
     history = MergeEventSerializer(many=True)
 
 

@@ -53,6 +53,12 @@ def _require(request: Request, *perms: str) -> None:
         raise PermissionDenied("You do not have permission to perform this action.")
 
 
+def _sees_records(request: Request) -> bool:
+    """Raw source records and identifier values need ``view_sourcerecord``; without it a OneID's detail
+    leaves out ``records``, ``identifiers`` and ``links`` (``view_oneid`` shows the golden record)."""
+    return request.user.has_perm("identity.view_sourcerecord")
+
+
 def _body(request: Request) -> dict:
     if not isinstance(request.data, dict):
         raise ServiceError.single("", "The request body must be a JSON object.")
@@ -183,7 +189,7 @@ class OneIdViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     def _detail(self, pk) -> dict:
         try:
-            return oneid_detail(int(pk))
+            return oneid_detail(int(pk), include_records=_sees_records(self.request))
         except (TypeError, ValueError):
             raise ServiceError.single("id", "Must be an integer.") from None
         except ServiceError as exc:
@@ -204,7 +210,11 @@ class OneIdViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         type_code, value = request.query_params.get("type"), request.query_params.get("value")
         if not type_code or not value:
             raise ServiceError.single("type" if not type_code else "value", "This parameter is required.")
-        matches = oneid_lookup(type_code=type_code, value=value, scope=request.query_params.get("scope"))
+        scope = request.query_params.get("scope")
+        for name, given in (("type", type_code), ("value", value), ("scope", scope)):
+            if given is not None and "\x00" in given:
+                raise ServiceError.single(name, "Must not contain NUL characters.")
+        matches = oneid_lookup(type_code=type_code, value=value, scope=scope, include_records=_sees_records(request))
         return Response({"matches": matches})
 
     @extend_schema(request=SplitRequestSerializer, responses={200: SplitResponseSerializer, **ERRORS})
