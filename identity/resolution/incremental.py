@@ -25,6 +25,20 @@ from .region import Region, collect_region, region_graph
 RETRIES = 5
 
 
+def wait_for_batch() -> None:
+    """Serialize against :func:`identity.resolution.batch.resolve_all` (PostgreSQL).
+
+    Batch holds ``SHARE ROW EXCLUSIVE`` on the records table for its whole run; ``ROW EXCLUSIVE``
+    conflicts with it but not with itself, so incremental resolutions, splits and merges still run
+    side by side (the advisory locks order them), and none of them reads the graph while a batch run
+    is rewriting it (or makes the batch's snapshot stale). Taken first in the transaction, before
+    anything is read; ingest already holds it from writing the records.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("LOCK TABLE identity_sourcerecord IN ROW EXCLUSIVE MODE")
+
+
 def _lock_ids(region: Region) -> set[int]:
     return set(region.keys) | {link_key(0, "oneid", "", str(o)) for o in region.oneids}
 
@@ -60,6 +74,7 @@ def resolve_records(
     for attempt in range(RETRIES):
         try:
             with transaction.atomic():
+                wait_for_batch()
                 region = _locked_region(seeds, rules, changed_keys or {})
                 graph, current = region_graph(region, rules)
                 return apply_partition(

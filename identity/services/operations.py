@@ -23,18 +23,38 @@ from common.errors import ConflictError, ServiceError
 
 from ..extract import load_rules
 from ..models import DoNotLink, DoNotLinkSide, ManualLink, MergeEvent, MergeKind, OneId, OneIdStatus, SourceRecord
-from ..resolution.incremental import resolve_records
+from ..resolution.incremental import resolve_records, wait_for_batch
 from ..resolution.partition import partition
 from ..resolution.region import collect_region, region_graph
 
 
-def _active(oneid: int, field: str) -> OneId:
-    found = OneId.objects.select_related("subject").filter(subject_id=oneid).first()
-    if found is None:
-        raise ServiceError.single(field, f"No OneID {oneid}.", "not_found")
-    if found.status != OneIdStatus.ACTIVE:
-        raise ServiceError.single(field, f"OneID {oneid} is retired (merged into {found.merged_into_id}).", "retired")
-    return found
+def _lock_active(oneids: Sequence[int], fields: Sequence[str]) -> list[OneId]:
+    """Lock the OneID rows (in id order, so two operators' decisions cannot deadlock) and check, after
+    locking, that each is still active: a OneID retired by a concurrent merge is a lost race (409)."""
+    wait_for_batch()
+    locked = {
+        o.subject_id: o
+        for o in OneId.objects.select_for_update(of=("self",))
+        .select_related("subject")
+        .filter(subject_id__in=oneids)
+        .order_by("subject_id")
+    }
+    for oneid, field in zip(oneids, fields, strict=True):
+        found = locked.get(oneid)
+        if found is None:
+            raise ServiceError.single(field, f"No OneID {oneid}.", "not_found")
+        if found.status != OneIdStatus.ACTIVE:
+            raise ConflictError.single(
+                field, f"OneID {oneid} is retired (merged into {found.merged_into_id}).", "retired"
+            )
+    return [locked[o] for o in oneids]
+
+
+def _locked_records(oneid: int) -> list[int]:
+    """The OneID's records, locked in id order."""
+    return list(
+        SourceRecord.objects.select_for_update().filter(oneid_id=oneid).order_by("id").values_list("id", flat=True)
+    )
 
 
 def _actor(actor):
@@ -76,8 +96,8 @@ def oneid_split(
     correlation_id = correlation_id or uuid.uuid4()
     rules = load_rules()
     with transaction.atomic():
-        _active(oneid, "oneid")
-        held = set(SourceRecord.objects.select_for_update().filter(oneid_id=oneid).values_list("id", flat=True))
+        _lock_active([oneid], ["oneid"])
+        held = set(_locked_records(oneid))
         side_b = sorted(set(records))
         if not side_b or not all(isinstance(r, int) for r in side_b):
             raise ServiceError.single("records", "Give the ids of the records to split off.")
@@ -119,13 +139,10 @@ def oneid_merge(*, actor, oneids: Sequence[int], reason: str = "", correlation_i
     correlation_id = correlation_id or uuid.uuid4()
     rules = load_rules()
     with transaction.atomic():
-        first, second = (_active(o, f"oneids.{i}") for i, o in enumerate(oneids))
+        first, second = _lock_active(oneids, ["oneids.0", "oneids.1"])
         if first.subject.subject_type_id != second.subject.subject_type_id:
             raise ServiceError.single("oneids", "OneIDs of different subject types cannot be merged.")
-        records = {
-            o: sorted(SourceRecord.objects.select_for_update().filter(oneid_id=o).values_list("id", flat=True))
-            for o in oneids
-        }
+        records = {o: _locked_records(o) for o in sorted(oneids)}
         a, b = records[oneids[0]], records[oneids[1]]
         removed = _separating(a, b)
         DoNotLink.objects.filter(id__in=removed).delete()

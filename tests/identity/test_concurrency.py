@@ -58,3 +58,27 @@ def test_concurrent_chains_bridging_many_oneids(sources):
     assert len(partition()) == 1
     assert OneId.objects.filter(status="active").count() == 1
     assert MergeEvent.objects.filter(kind="merge").count() == 5
+
+
+@pytest.mark.parametrize("pairs", [[(0, 1), (1, 2)], [(0, 1), (1, 0)]], ids=["chain", "crossed"])
+def test_concurrent_manual_merges_conflict_or_succeed_never_fail(sources, pairs):
+    from common.errors import ConflictError
+    from identity.services import oneid_merge
+
+    from .helpers import oneid_of
+
+    push(("crm_a", "A", {}), ("crm_b", "B", {}), ("wecom", "C", {}))
+    ids = [oneid_of(s, e) for s, e in (("crm_a", "A"), ("crm_b", "B"), ("wecom", "C"))]
+    outcomes = []
+
+    def merge(a, b):
+        try:
+            outcomes.append(oneid_merge(actor=None, oneids=[ids[a], ids[b]]))
+        except ConflictError as exc:
+            outcomes.append(exc.code)
+
+    run_in_threads([lambda a=a, b=b: merge(a, b) for a, b in pairs])
+    assert len(outcomes) == 2 and outcomes.count("retired") <= 1
+    merged = {frozenset({("crm_a", "A"), ("crm_b", "B")})}
+    assert merged <= partition() or any(len(g) == 3 for g in partition())
+    assert OneId.objects.filter(status="active").count() == len(partition())
