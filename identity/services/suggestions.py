@@ -51,7 +51,7 @@ def suggestions_generate(*, actor, threshold: float = 80.0) -> int:
         .filter(n__gt=1, n__lte=MAX_BLOCK)
     )
     blocks: dict[tuple[int, str], set[int]] = {}
-    keys = [(row["identifier_type_id"], row["value"]) for row in shared[:10_000]]
+    keys = {(row["identifier_type_id"], row["value"]) for row in shared[:10_000]}  # a set: probed per row
     if not keys:
         return 0
     values = {v for _, v in keys}
