@@ -29,7 +29,7 @@ from audit.services import bulk_write_record
 from common.errors import ItemError, ServiceError
 from subjects.models import Subject
 
-SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 FIELDS = {"subject", "identifier", "type", "occurred_at", "properties", "source", "event_id"}
 MAX_PROPERTIES_BYTES = 16_384
 SOURCE_MAX, EVENT_ID_MAX = 64, 128

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from .nodes import BOOLEAN, DATE, LIST, NUMBER, STRING
 
-KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from tags.services.values import ValueProblem, canonical_value
 from . import nodes as n
 from .context import KEY_PATTERN, Context, TagInfo, tag_value_type
 
-SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 MAX_NODES = 2000
 MAX_DEPTH = 40
 MAX_DAYS = 36_600

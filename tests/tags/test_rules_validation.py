@@ -189,3 +189,10 @@ def test_valid_rules_of_every_operator_parse(engine):
     }
     rule = parse_for(engine.target_enum, doc)
     assert rule.tag_ids == {engine.t_multi.pk, engine.t_enum.pk, engine.c_grade.pk}
+
+
+def test_event_property_with_a_trailing_newline_never_reaches_sql(engine):
+    """Event property keys have no schema: the key pattern, matched to the end, is their only guard."""
+    agg = {"event_agg": {"type": "purchase", "fn": "sum", "property": "amount\n"}}
+    doc = {"cases": [{"when": {">": [agg, 1]}, "then": "a"}]}
+    assert problems(engine.target_enum, doc) == [("rule.cases[0].when.>[0].event_agg.property", "invalid")]
