@@ -56,7 +56,6 @@ def write_selection(
             rule_version=tag.version,
             correlation_id=correlation_id,
             now=now,
-            scope=_scope(selection) if connection.vendor == "postgresql" else None,
         )
         if applied.count:
             summary = {"ids": list(selection.ids[:1000])} if selection.ids is not None else {"id_from": selection.low}
@@ -77,13 +76,6 @@ def write_selection(
             )
             send_values_changed_on_commit(tag, applied.changed_ids, correlation_id)
     return applied
-
-
-def _scope(selection: Selection) -> tuple[str, list]:
-    """The writer reads old values by an index range of the chunk, not by a join (stale statistics)."""
-    if selection.ids is not None:
-        return "v.subject_id = ANY(%s::bigint[])", [list(selection.ids)]
-    return "v.subject_id >= %s AND v.subject_id < %s", [selection.low, selection.high]
 
 
 ANALYZE_AFTER_ROWS = 10_000

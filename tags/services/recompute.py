@@ -64,7 +64,6 @@ def _write(
             rule_version=tag.version,
             correlation_id=correlation_id,
             now=now,
-            scope=_scope(selection) if connection.vendor == "postgresql" else None,
         )
         if applied.count:
             domain_event_record(
@@ -84,12 +83,6 @@ def _write(
             )
             send_values_changed_on_commit(tag, applied.changed_ids, correlation_id)
     return applied
-
-
-def _scope(selection: Selection) -> tuple[str, list]:
-    if selection.ids is not None:
-        return "v.subject_id = ANY(%s::bigint[])", [list(selection.ids)]
-    return "v.subject_id >= %s AND v.subject_id < %s", [selection.low, selection.high]
 
 
 def _describe(selection: Selection) -> dict:

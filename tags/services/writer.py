@@ -50,38 +50,39 @@ def apply_computed(
     rule_version: int | None,
     correlation_id: uuid.UUID,
     now: datetime,
-    scope: tuple[str, list] | None = None,
 ) -> Applied:
-    """Make stored values of ``tag_id`` equal the computed relation for the subjects it lists.
-
-    ``scope`` (PostgreSQL): a predicate on ``v.subject_id`` covering the computed
-    subjects (an id range or id array, with its params), so the old values are read
-    by one range scan of the (tag, subject) index instead of a join with the relation.
-    """
+    """Make stored values of ``tag_id`` equal the computed relation for the subjects it lists."""
     stamp = TagValueChange._meta.get_field("changed_at").get_db_prep_value(now, connection)
     cid = TagValueChange._meta.get_field("correlation_id").get_db_prep_value(correlation_id, connection)
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            return _apply_postgresql(cursor, tag_id, computed_sql, params, source, rule_version, cid, stamp, scope)
+            return _apply_postgresql(cursor, tag_id, computed_sql, params, source, rule_version, cid, stamp)
         return _apply_sqlite(cursor, tag_id, computed_sql, params, source, rule_version, cid, stamp)
 
 
-def _apply_postgresql(cursor, tag_id, computed_sql, params, source, rule_version, cid, stamp, scope) -> Applied:
-    if scope is None:
-        old_from, scope_params = f"{VALUE} v JOIN computed c ON c.subject_id = v.subject_id", []
-    else:
-        old_from, scope_params = f"{VALUE} v", list(scope[1])
-    old_where = "v.tag_id = %s" + (f" AND {scope[0]}" if scope is not None else "")
+def _apply_postgresql(cursor, tag_id, computed_sql, params, source, rule_version, cid, stamp) -> Applied:
+    """One statement whose plan cannot go quadratic, whatever the statistics say.
+
+    Each computed row probes its stored value through the (tag, subject) index in a
+    LATERAL subquery (``OFFSET 0`` keeps it a per-row probe), so no step joins the
+    computed relation with a CTE or a tag-wide scan. Right after a bulk load the
+    statistics of ``tags_tagvalue`` claim it is empty; a join planned on that claim
+    (a nested loop over a CTE scan) turned a 4-second chunk into minutes. Values to
+    delete are addressed by primary key from one array.
+    """
     sql = f"""
-    WITH computed AS MATERIALIZED ({computed_sql}),
-    old AS (
-        SELECT v.subject_id, v.value FROM {old_from} WHERE {old_where}
+    WITH computed AS MATERIALIZED (
+        SELECT c.subject_id, c.value, o.id AS old_id, o.value AS old_value
+          FROM ({computed_sql}) c
+          LEFT JOIN LATERAL (
+              SELECT v.id, v.value FROM {VALUE} v WHERE v.tag_id = %s AND v.subject_id = c.subject_id OFFSET 0
+          ) o ON TRUE
     ),
     up AS (
         INSERT INTO {VALUE} AS t (tag_id, subject_id, value, source, rule_version, updated_at)
         SELECT %s::bigint, c.subject_id, c.value, %s::text, %s::integer, %s::timestamptz
-        FROM computed c LEFT JOIN old o ON o.subject_id = c.subject_id
-        WHERE c.value IS NOT NULL AND c.value IS DISTINCT FROM o.value
+        FROM computed c
+        WHERE c.value IS NOT NULL AND c.value IS DISTINCT FROM c.old_value
         ORDER BY c.subject_id
         ON CONFLICT (tag_id, subject_id) DO UPDATE
            SET value = EXCLUDED.value, source = EXCLUDED.source,
@@ -90,14 +91,14 @@ def _apply_postgresql(cursor, tag_id, computed_sql, params, source, rule_version
         RETURNING t.subject_id, t.value
     ),
     gone AS (
-        DELETE FROM {VALUE} v USING computed c
-        WHERE v.tag_id = %s AND v.subject_id = c.subject_id AND c.value IS NULL
+        DELETE FROM {VALUE} v
+        WHERE v.id = ANY(ARRAY(SELECT old_id FROM computed WHERE value IS NULL AND old_id IS NOT NULL))
         RETURNING v.subject_id, v.value
     ),
     hist AS (
         INSERT INTO {CHANGE} (subject_id, tag_id, old_value, new_value, source, rule_version, changed_at, correlation_id)
-        SELECT up.subject_id, %s::bigint, o.value, up.value, %s::text, %s::integer, %s::timestamptz, %s::uuid
-          FROM up LEFT JOIN old o ON o.subject_id = up.subject_id
+        SELECT up.subject_id, %s::bigint, c.old_value, up.value, %s::text, %s::integer, %s::timestamptz, %s::uuid
+          FROM up JOIN computed c ON c.subject_id = up.subject_id
         UNION ALL
         SELECT gone.subject_id, %s::bigint, gone.value, NULL::jsonb, %s::text, %s::integer, %s::timestamptz, %s::uuid FROM gone
         RETURNING subject_id, old_value IS NULL AS added, new_value IS NULL AS removed
@@ -106,7 +107,7 @@ def _apply_postgresql(cursor, tag_id, computed_sql, params, source, rule_version
     """
     meta = [source, rule_version, stamp]
     history = [tag_id, *meta, cid]
-    cursor.execute(sql, [*params, tag_id, *scope_params, tag_id, *meta, tag_id, *history, *history])
+    cursor.execute(sql, [*params, tag_id, tag_id, *meta, *history, *history])
     applied = Applied()
     for added, removed, ids in cursor.fetchall():
         (applied.created if added else applied.removed if removed else applied.updated).extend(ids)
