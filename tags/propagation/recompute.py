@@ -21,6 +21,7 @@ from common.errors import ServiceError
 from subjects.models import Subject
 from tags.models import RecomputeJob, TagDefinition, ValueSource
 from tags.rules.compiler import Selection
+from tags.services.recompute import chunk_bounds
 from tags.services.writer import Applied, apply_computed
 from tags.signals import send_values_changed_on_commit
 
@@ -136,18 +137,6 @@ def recompute_subjects(
     plan = Plan()
     plan.recompute(tag.pk, subject_ids)
     return run_plan(plan, correlation_id=correlation_id, now=now).rows_changed
-
-
-def chunk_bounds(subject_type_id: int, chunk_size: int) -> list[tuple[int, int]]:
-    """``[low, high)`` id ranges of at most ``chunk_size`` subjects of the type (a keyset walk)."""
-    qs = Subject.objects.filter(subject_type_id=subject_type_id).order_by("id")
-    low = qs.values_list("id", flat=True).first()
-    bounds: list[tuple[int, int]] = []
-    while low is not None:
-        high = qs.filter(id__gte=low).values_list("id", flat=True)[chunk_size : chunk_size + 1].first()
-        bounds.append((low, high if high is not None else 2**63 - 1))
-        low = high
-    return bounds
 
 
 def recompute_all(
