@@ -8,7 +8,7 @@ archive refusal cover propagation with no special case.
 
 from __future__ import annotations
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -20,8 +20,6 @@ from tags.services.graph import check_no_cycle, replace_dependencies
 
 from .active import forget, parse_for
 from .recompute import compiled_select
-
-SAMPLE_SIZE = 20
 
 
 def _user(actor):
@@ -103,38 +101,8 @@ def preview_propagation(tag: TagDefinition, document: object) -> dict:
 
     Same shape as tags-core's ``preview_rule``: ``{"total", "counts", "no_value", "changes", "sample"}``.
     """
-    import orjson
+    from tags.services.preview import preview_computed
 
     prop = parse_for(tag, document)
     computed_sql, params = compiled_select(prop, Selection.everything(), timezone.now())
-    pg = connection.vendor == "postgresql"
-    differs = (
-        "c.value IS DISTINCT FROM v.value"
-        if pg
-        else "(NOT (json_extract(c.value, '$') IS json_extract(v.value, '$')) OR (c.value IS NULL) <> (v.value IS NULL))"
-    )
-    joined = f"FROM ({computed_sql}) c LEFT JOIN tags_tagvalue v ON v.tag_id = %s AND v.subject_id = c.subject_id"
-    load = lambda x: orjson.loads(x) if isinstance(x, str | bytes) else x  # noqa: E731 (raw jsonb is text on both)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT c.value, COUNT(*), SUM(CASE WHEN {differs} THEN 1 ELSE 0 END) {joined} GROUP BY c.value",
-            [*params, tag.pk],
-        )
-        groups = cursor.fetchall()
-        cursor.execute(
-            f"SELECT c.subject_id, v.value, c.value {joined} WHERE {differs} ORDER BY c.subject_id LIMIT {SAMPLE_SIZE}",
-            [*params, tag.pk],
-        )
-        sample = [{"subject_id": s, "old": load(old), "new": load(new)} for s, old, new in cursor.fetchall()]
-    counts: dict[str, int] = {}
-    no_value = changes = total = 0
-    for value, count, changed in groups:
-        value = load(value)
-        total += count
-        changes += changed or 0
-        if value is None:
-            no_value += count
-        else:
-            key = value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-            counts[key] = counts.get(key, 0) + count
-    return {"total": total, "counts": counts, "no_value": no_value, "changes": changes, "sample": sample}
+    return preview_computed(tag, computed_sql, params)

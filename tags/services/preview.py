@@ -29,6 +29,14 @@ def preview_rule(tag: TagDefinition, document: object) -> dict:
         return preview_propagation(tag, document)
     rule = parse_for(tag, document)
     computed_sql, params = compiled_select(tag, rule, Selection.everything(), timezone.now())
+    return preview_computed(tag, computed_sql, params)
+
+
+def preview_computed(tag: TagDefinition, computed_sql: str, params: list) -> dict:
+    """Counts per value, changes against the stored values and a sample, for a computed relation.
+
+    Shared by rule and propagation previews: both hand over the SELECT their recompute runs.
+    """
     pg = connection.vendor == "postgresql"
     differs = (
         "c.value IS DISTINCT FROM v.value"
@@ -57,7 +65,8 @@ def preview_rule(tag: TagDefinition, document: object) -> dict:
         if value is None:
             no_value += count
         else:
-            counts[value if isinstance(value, str) else orjson.dumps(value).decode()] = count
+            key = value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+            counts[key] = counts.get(key, 0) + count
     return {"total": total, "counts": counts, "no_value": no_value, "changes": changes, "sample": sample}
 
 
