@@ -16,14 +16,12 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from audit.services import domain_event_record
 from common.errors import ServiceError
 from subjects.models import Subject
 from tags.models import RecomputeJob, TagDefinition, ValueSource
 from tags.rules.compiler import Selection
-from tags.services.recompute import chunk_bounds
-from tags.services.writer import Applied, apply_computed
-from tags.signals import send_values_changed_on_commit
+from tags.services.recompute import chunk_bounds, write_computed
+from tags.services.writer import Applied
 
 from .active import active_propagation
 from .compiler import PropagationCompiler
@@ -46,37 +44,19 @@ def _required(tag: TagDefinition) -> Propagation:
 def write_selection(
     tag: TagDefinition, prop: Propagation, selection: Selection, *, now: dt.datetime, correlation_id: uuid.UUID
 ) -> Applied:
-    """One chunk: the compiled SELECT through the guarded write, its audit event and its signal."""
+    """One chunk: the compiled SELECT through the shared ``write_computed`` (synchronous commit)."""
     sql, params = compiled_select(prop, selection, now)
-    with transaction.atomic():
-        applied = apply_computed(
-            tag_id=tag.pk,
-            computed_sql=sql,
-            params=params,
-            source=ValueSource.PROPAGATED,
-            rule_version=tag.version,
-            correlation_id=correlation_id,
-            now=now,
-        )
-        if applied.count:
-            summary = {"ids": list(selection.ids[:1000])} if selection.ids is not None else {"id_from": selection.low}
-            domain_event_record(
-                actor=None,
-                action="tags.propagated",
-                object_type=f"tag:{tag.code}",
-                row_count=applied.count,
-                summary={
-                    "tag_id": tag.pk,
-                    "rule_version": tag.version,
-                    "created": len(applied.created),
-                    "updated": len(applied.updated),
-                    "removed": len(applied.removed),
-                    **summary,
-                },
-                correlation_id=correlation_id,
-            )
-            send_values_changed_on_commit(tag, applied.changed_ids, correlation_id)
-    return applied
+    return write_computed(
+        tag,
+        sql,
+        params,
+        selection=selection,
+        source=ValueSource.PROPAGATED,
+        action="tags.propagated",
+        asynchronous_commit=False,
+        now=now,
+        correlation_id=correlation_id,
+    )
 
 
 ANALYZE_AFTER_ROWS = 10_000

@@ -50,17 +50,43 @@ def compiled_select(tag: TagDefinition, rule: n.Rule, selection: Selection, now:
 def _write(
     tag: TagDefinition, rule: n.Rule, selection: Selection, *, now: dt.datetime, correlation_id: uuid.UUID
 ) -> Applied:
-    """One chunk: the compiled SELECT through the guarded write, its audit event and its signal."""
+    """One chunk of a rule tag: its compiled SELECT through ``write_computed``."""
     sql, params = compiled_select(tag, rule, selection, now)
+    return write_computed(
+        tag,
+        sql,
+        params,
+        selection=selection,
+        source=ValueSource.RULE,
+        action="tags.recomputed",
+        asynchronous_commit=ASYNCHRONOUS_COMMIT,
+        now=now,
+        correlation_id=correlation_id,
+    )
+
+
+def write_computed(
+    tag: TagDefinition,
+    sql: str,
+    params: list,
+    *,
+    selection: Selection,
+    source: str,
+    action: str,
+    asynchronous_commit: bool,
+    now: dt.datetime,
+    correlation_id: uuid.UUID,
+) -> Applied:
+    """One chunk of a computed tag (rule or propagated): the guarded write, its audit event and its signal."""
     with transaction.atomic():
-        if ASYNCHRONOUS_COMMIT and connection.vendor == "postgresql":
+        if asynchronous_commit and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
         applied = apply_computed(
             tag_id=tag.pk,
             computed_sql=sql,
             params=params,
-            source=ValueSource.RULE,
+            source=source,
             rule_version=tag.version,
             correlation_id=correlation_id,
             now=now,
@@ -68,7 +94,7 @@ def _write(
         if applied.count:
             domain_event_record(
                 actor=None,
-                action="tags.recomputed",
+                action=action,
                 object_type=f"tag:{tag.code}",
                 row_count=applied.count,
                 summary={
