@@ -105,6 +105,10 @@ class Subject(models.Model):
         indexes = [
             models.Index(fields=["subject_type", "id"], name="subject_type_id_idx"),
         ]
+        permissions = [
+            ("all_scopes", "Can see and edit subjects in every scope"),
+            ("view_pii", "Can see personal information unmasked"),
+        ]
 
     def __str__(self) -> str:
         return self.display_name or f"{self.source}:{self.external_id}"
@@ -230,3 +234,95 @@ class Relationship(models.Model):
 
     def __str__(self) -> str:
         return f"{self.relationship_type_id}: {self.from_subject_id} → {self.to_subject_id}"
+
+
+class SubjectScope(models.Model):
+    """A further scope a subject belongs to, beside its own ``business_line``/``brand``/``region``.
+
+    A OneID whose source records come from two brands is one subject in both brands' scope; the
+    identity app writes these rows (set-based) when it resolves. Visibility checks them in the
+    same query as the subject's own columns (``SubjectQuerySet.in_scopes``).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="extra_scopes")
+    business_line = models.ForeignKey(Subject, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    brand = models.ForeignKey(Subject, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    region = models.ForeignKey(Subject, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    origin = models.CharField(max_length=64, help_text="Who maintains the row, e.g. 'identity'.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subject", "business_line", "brand", "region", "origin"],
+                name="subject_scope_unique",
+                nulls_distinct=False,
+            )
+        ]
+        indexes = [
+            models.Index(fields=["brand", "subject"], name="subject_scope_brand_idx"),
+            models.Index(fields=["region", "subject"], name="subject_scope_region_idx"),
+            models.Index(fields=["business_line", "subject"], name="subject_scope_line_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject_id} in ({self.business_line_id}, {self.brand_id}, {self.region_id})"
+
+
+class ScopeGrant(models.Model):
+    """One scope granted to a user or to a Django group (a role): business line × brand × region.
+
+    Dimensions left empty are unrestricted; a region covers its sub-regions. Grants live on
+    scopes, never on single subjects, so that visibility is one filter on the subject query
+    whatever the number of subjects (see ``subjects.access``).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.CASCADE, related_name="scope_grants")
+    group = models.ForeignKey(
+        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="scope_grants"
+    )
+    business_line = models.ForeignKey(
+        Subject,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        limit_choices_to={"subject_type__scope_role": "business_line"},
+    )
+    brand = models.ForeignKey(
+        Subject,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        limit_choices_to={"subject_type__scope_role": "brand"},
+    )
+    region = models.ForeignKey(
+        Subject,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        limit_choices_to={"subject_type__scope_role": "region"},
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False, group__isnull=True) | Q(user__isnull=True, group__isnull=False),
+                name="scope_grant_user_xor_group",
+                violation_error_message="A scope grant is given either to a user or to a group.",
+            ),
+            models.CheckConstraint(
+                condition=Q(business_line__isnull=False) | Q(brand__isnull=False) | Q(region__isnull=False),
+                name="scope_grant_not_empty",
+                violation_error_message="Name at least one of business line, brand or region; "
+                "everything is granted by the 'all scopes' permission instead.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        holder = f"user {self.user_id}" if self.user_id else f"group {self.group_id}"
+        return f"{holder}: line {self.business_line_id}, brand {self.brand_id}, region {self.region_id}"

@@ -32,15 +32,22 @@ def region_subtree_sql(region_id: int) -> RawSQL:
     )
 
 
-def _scope_condition(scope: Scope) -> Q:
+def _scope_condition(scope: Scope, *, own_id: bool = True) -> Q:
+    """The condition "inside ``scope``" on a row with ``business_line``/``brand``/``region`` columns.
+
+    ``own_id`` adds "or is that scope subject itself" (on subjects, not on membership rows).
+    """
     condition = Q()
     if scope.business_line_id is not None:
-        condition &= Q(business_line_id=scope.business_line_id) | Q(id=scope.business_line_id)
+        line = Q(business_line_id=scope.business_line_id)
+        condition &= line | Q(id=scope.business_line_id) if own_id else line
     if scope.brand_id is not None:
-        condition &= Q(brand_id=scope.brand_id) | Q(id=scope.brand_id)
+        brand = Q(brand_id=scope.brand_id)
+        condition &= brand | Q(id=scope.brand_id) if own_id else brand
     if scope.region_id is not None:
         subtree = region_subtree_sql(scope.region_id)
-        condition &= Q(region_id__in=subtree) | Q(id__in=subtree)
+        region = Q(region_id__in=subtree)
+        condition &= region | Q(id__in=subtree) if own_id else region
     return condition
 
 
@@ -51,10 +58,19 @@ class SubjectQuerySet(models.QuerySet):
     def in_scopes(self, scopes: Iterable[Scope]) -> SubjectQuerySet:
         """Subjects inside any of ``scopes``, as one query.
 
-        A scope subject (a brand, a region) counts as inside its own scope. No
-        scopes at all means nothing is visible.
+        A scope subject (a brand, a region) counts as inside its own scope, and a subject with
+        further scopes (``SubjectScope`` rows: a OneID spanning two brands) is inside each of
+        them. No scopes at all means nothing is visible.
         """
-        condition = Q(pk__in=[])
+        from .models import SubjectScope
+
+        scopes = list(scopes)
+        if not scopes:
+            return self.none()
+        own = Q(pk__in=[])
+        extra = Q(pk__in=[])
         for scope in scopes:
-            condition |= _scope_condition(scope)
-        return self.filter(condition)
+            own |= _scope_condition(scope)
+            extra |= _scope_condition(scope, own_id=False)
+        memberships = SubjectScope.objects.filter(extra).values("subject_id")
+        return self.filter(own | Q(pk__in=memberships))
