@@ -239,3 +239,60 @@ class RecomputeJob(models.Model):
 
     def __str__(self) -> str:
         return f"recompute {self.tag_id} ({self.status})"
+
+
+class ExactNumber(models.DecimalField):
+    """Unconstrained ``numeric`` (exact sums of any size); only the engine's SQL reads and writes it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("max_digits", 1000)
+        kwargs.setdefault("decimal_places", 0)
+        super().__init__(*args, **kwargs)
+
+    def db_type(self, connection) -> str:
+        return "numeric"
+
+
+class PropagationState(models.Model):
+    """Per-target aggregate state of a decomposable propagation (PostgreSQL), so a change is a delta.
+
+    Key ``""`` holds the totals over the target's valued sources: ``c`` (how many),
+    ``n`` (their summed path weight) and ``s`` (the aggregate's running sum: Σ w·v,
+    Σ w·match, or the count of matches). Any other key is one source value (one
+    element of a multi-enum) with its ``c`` and ``n``. Exact ``numeric`` sums, so a
+    value derived from deltas equals one derived from a full rebuild. Derived data,
+    not audited: a full recompute rebuilds it; the tag values it yields are audited.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    tag = models.ForeignKey(TagDefinition, on_delete=models.CASCADE, related_name="+", db_index=False)
+    subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="+", db_index=False)
+    key = models.TextField(blank=True)
+    c = models.BigIntegerField(default=0)
+    n = ExactNumber(default=0)
+    s = ExactNumber(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tag", "subject", "key"], name="propagation_state_unique")]
+        indexes = [models.Index(fields=["subject"], name="propagation_state_subject_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.tag_id}/{self.subject_id}[{self.key}]: c={self.c} n={self.n} s={self.s}"
+
+
+class RefreshRequest(models.Model):
+    """A plan waiting for the engine, written in the transaction of the write that caused it.
+
+    ``tags.refresh`` drains these in id order (``FOR UPDATE SKIP LOCKED``) and runs
+    many as one plan, so a worker behind a burst catches up instead of redoing the
+    same high fan-in targets once per message; a committed write's request cannot be
+    lost with its message (the next refresh drains it).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    payload = models.JSONField()
+    correlation_id = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"refresh request {self.pk}"
