@@ -296,3 +296,19 @@ class RefreshRequest(models.Model):
 
     def __str__(self) -> str:
         return f"refresh request {self.pk}"
+
+
+class PropagationStateBuilt(models.Model):
+    """The rule version whose full recompute built a tag's whole ``PropagationState``.
+
+    Deltas are applied only while the tag's active rule is this one: before the first
+    full recompute of a version (or during it) the engine rebuilds the affected
+    targets' state from their inputs instead, which is always right.
+    """
+
+    tag = models.OneToOneField(TagDefinition, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    rule = models.ForeignKey(TagRule, on_delete=models.CASCADE, related_name="+")
+    built_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"state of {self.tag_id} built for rule {self.rule_id}"
