@@ -12,6 +12,7 @@ import uuid
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from subjects.models import Subject, SubjectType, code_validator
 
@@ -56,16 +57,48 @@ class JobStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class AccessPolicy(models.TextChoices):
+    """Who reaches a tag group's tags for one action (view, use, edit) besides HQ and explicit grants."""
+
+    SCOPE = "scope", "Everyone whose scope covers the group's brand (with the model permission)"
+    GRANTED = "granted", "Only users and groups granted it on the group or the tag"
+
+
 class TagGroup(models.Model):
+    """A group of tags; its brand and policies decide who sees, uses and edits its tags (``tags.access``)."""
+
     subject_type = models.ForeignKey(SubjectType, on_delete=models.PROTECT, related_name="tag_groups")
     code = models.CharField(max_length=64, validators=[code_validator])
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     position = models.IntegerField(default=0, help_text="Display order within the subject type.")
+    brand = models.ForeignKey(
+        Subject,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        limit_choices_to={"subject_type__scope_role": "brand"},
+        help_text="The brand owning the group; empty: group-wide (HQ).",
+    )
+    view_policy = models.CharField(max_length=10, choices=AccessPolicy.choices, default=AccessPolicy.SCOPE)
+    use_policy = models.CharField(
+        max_length=10,
+        choices=AccessPolicy.choices,
+        default=AccessPolicy.SCOPE,
+        help_text="Reading the tags in rules, propagations, previews and exports.",
+    )
+    edit_policy = models.CharField(
+        max_length=10,
+        choices=AccessPolicy.choices,
+        default=AccessPolicy.SCOPE,
+        help_text="Changing the tags' definitions and values.",
+    )
 
     class Meta:
         ordering = ["subject_type", "position", "code"]
         constraints = [models.UniqueConstraint(fields=["subject_type", "code"], name="tag_group_unique_code")]
+        permissions = [("use_taggroup", "Can use the group's tags in rules, propagations, previews and exports")]
 
     def __str__(self) -> str:
         return self.name
@@ -97,6 +130,7 @@ class TagDefinition(models.Model):
     class Meta:
         ordering = ["subject_type", "group", "code"]
         constraints = [models.UniqueConstraint(fields=["subject_type", "code"], name="tag_definition_unique_code")]
+        permissions = [("use_tagdefinition", "Can use the tag in rules, propagations, previews and exports")]
 
     def __str__(self) -> str:
         return self.name
@@ -104,6 +138,26 @@ class TagDefinition(models.Model):
     def clean(self) -> None:
         if self.group_id and self.subject_type_id and self.group.subject_type_id != self.subject_type_id:
             raise ValidationError({"group": "The group belongs to another subject type."})
+
+
+class TagGroupUserObjectPermission(UserObjectPermissionBase):
+    """Guardian grants on tag groups with a real foreign key: set-based joins, deleted with the group."""
+
+    content_object = models.ForeignKey(TagGroup, on_delete=models.CASCADE)
+
+
+class TagGroupGroupObjectPermission(GroupObjectPermissionBase):
+    content_object = models.ForeignKey(TagGroup, on_delete=models.CASCADE)
+
+
+class TagDefinitionUserObjectPermission(UserObjectPermissionBase):
+    """Definition-level grants refine a group's: they reach one tag without the rest of its group."""
+
+    content_object = models.ForeignKey(TagDefinition, on_delete=models.CASCADE)
+
+
+class TagDefinitionGroupObjectPermission(GroupObjectPermissionBase):
+    content_object = models.ForeignKey(TagDefinition, on_delete=models.CASCADE)
 
 
 class TagOption(models.Model):
