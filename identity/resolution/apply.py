@@ -27,6 +27,7 @@ from ..extract import Rules
 from ..golden import RecordView, golden_record
 from ..models import MergeEvent, MergeKind, OneId, OneIdStatus, SourceRecord
 from ..relationships import follow_records
+from ..scoping import sync_oneid_scopes
 from .partition import Partition
 
 ONEID_SOURCE = "oneid"
@@ -175,6 +176,7 @@ def apply_partition(
             },
             correlation_id=correlation_id,
         )
+    sync_oneid_scopes(set(oneids) | set(outcome.assignment.values()))
     return outcome
 
 

@@ -39,6 +39,7 @@ from .. import signals
 from ..extract import Rules, load_rules
 from ..models import DoNotLinkSide, Identifier, ManualLink, MergeEvent, MergeKind, OneId, OneIdStatus, SourceRecord
 from ..relationships import follow_records
+from ..scoping import sync_oneid_scopes
 from .apply import choose_oneids, golden_items
 from .partition import partition
 from .region import Region, region_graph, rule_label, value_label
@@ -277,6 +278,7 @@ def _write(records, current, labels, links, actor, rules, result: BatchResult, r
     lap("assignment")
     _history(records, current, labels, new_oneid, links, actor, rules, result)
     _follow(records, current, new_oneid, moved_mask, actor, result)
+    sync_oneid_scopes()  # every OneID: a record's brand may have changed in an unresolved load
     if result.moved or result.created or result.merges or result.splits:
         domain_event_record(
             actor=actor,

@@ -1,0 +1,81 @@
+"""Brand scopes of OneIDs: a person known to two brands is visible to both.
+
+A OneID subject carries at most one brand of its own (usually none: it belongs to the group).
+Every brand that holds one of its source records must still see the person, so for each such
+brand the OneID gets a ``subjects.SubjectScope(origin="identity")`` row (with the brand's
+business line, so that a line + brand grant matches it). ``subjects.access.visible_subjects``
+reads those rows in the same query as the subject's own columns: no per-user grants, one
+filter whatever the number of people.
+
+The rows are derived data, rewritten set-based after every change of who holds which record
+(batch and incremental resolution — hence manual merges and splits, which resolve their records
+— and ingest of a record whose brand changed). What a brand then sees *of* the person (only its
+records, identifiers and a golden record recomputed from them) is decided by the readers in
+``identity.selectors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import connection
+
+from subjects.models import Subject, SubjectScope
+
+from .models import SourceRecord
+
+ORIGIN = "identity"
+
+
+def _desired_sql(id_filter: str) -> str:
+    """The scope rows the records imply: one per (OneID, brand of one of its records)."""
+    return (
+        f"SELECT DISTINCT r.oneid_id AS subject_id, b.business_line_id AS business_line_id, r.brand_id AS brand_id"
+        f" FROM {SourceRecord._meta.db_table} r"
+        f" JOIN {Subject._meta.db_table} s ON s.id = r.oneid_id"
+        f" JOIN {Subject._meta.db_table} b ON b.id = r.brand_id"
+        f" WHERE r.brand_id IS NOT NULL AND (s.brand_id IS NULL OR s.brand_id <> r.brand_id){id_filter}"
+    )
+
+
+def _id_filter(column: str, oneid_ids: list[int] | None) -> tuple[str, list]:
+    if oneid_ids is None:
+        return "", []
+    if connection.vendor == "postgresql":
+        return f" AND {column} = ANY(%s::bigint[])", [oneid_ids]
+    return f" AND {column} IN ({', '.join(['%s'] * len(oneid_ids))})", list(oneid_ids)
+
+
+def sync_oneid_scopes(oneid_ids: Iterable[int] | None = None) -> tuple[int, int]:
+    """Make the identity scope rows of ``oneid_ids`` (every OneID when ``None``) match their records.
+
+    One DELETE of the rows no record implies any more, one INSERT … SELECT of the missing ones:
+    rows that stay true are not rewritten, so a batch run that changed nothing writes nothing.
+    Call it inside the transaction that moved the records (it is then exact under the same
+    locks). Returns ``(deleted, inserted)``. Retired OneIDs lose their rows (no records).
+    """
+    ids = None if oneid_ids is None else sorted({int(i) for i in oneid_ids if i is not None})
+    if ids == []:
+        return 0, 0
+    table = SubjectScope._meta.db_table
+    desired_filter, desired_params = _id_filter("r.oneid_id", ids)
+    rows_filter, rows_params = _id_filter("t.subject_id", ids)
+    desired = _desired_sql(desired_filter)
+    delete = (
+        f"DELETE FROM {table} WHERE id IN (SELECT t.id FROM {table} t WHERE t.origin = %s{rows_filter}"
+        f" AND NOT EXISTS (SELECT 1 FROM ({desired}) d WHERE d.subject_id = t.subject_id AND d.brand_id = t.brand_id"
+        " AND d.business_line_id IS NOT DISTINCT FROM t.business_line_id AND t.region_id IS NULL))"
+    )
+    insert = (
+        f"INSERT INTO {table} (subject_id, business_line_id, brand_id, region_id, origin)"
+        f" SELECT d.subject_id, d.business_line_id, d.brand_id, NULL, %s FROM ({desired}) d"
+        f" WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.origin = %s AND t.subject_id = d.subject_id"
+        " AND t.brand_id = d.brand_id AND t.business_line_id IS NOT DISTINCT FROM d.business_line_id"
+        " AND t.region_id IS NULL)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(delete, [ORIGIN, *rows_params, *desired_params])
+        deleted = cursor.rowcount
+        cursor.execute(insert, [ORIGIN, *desired_params, ORIGIN])
+        inserted = cursor.rowcount
+    return deleted, inserted

@@ -1,0 +1,72 @@
+"""Fixtures for identity governance: a person known to brands A and B, and scoped users.
+
+Users get permissions directly (model permissions + ``ScopeGrant`` rows); once ``subjects.roles``
+lands the same users can be built from roles.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from identity.models import SourceRecord
+from subjects.models import ScopeGrant
+from tests.factories import UserFactory
+from tests.identity.conftest import Sources, rules  # noqa: F401  (fixture re-export)
+from tests.identity.helpers import push
+
+READ = ["view_oneid", "view_sourcerecord", "view_mergeevent", "view_matchsuggestion", "view_sourcesystem"]
+OPERATE = [*READ, "change_oneid", "change_matchsuggestion", "add_sourcerecord", "change_sourcerecord"]
+CANARY_A = {"name": "Canary Anna", "phone": "13911110001", "email": "anna.canary@a.example", "gender": "female"}
+# Linked by name + phone; the brand-B record's own values (e-mail, city) must never reach brand A.
+CANARY_B = {"name": "Canary Anna", "phone": "13911110001", "email": "bella.canary@b.example", "city": "Bcitycanary"}
+
+
+def make_user(*codenames: str, brands=(), username=None, staff=True, **flags):
+    """A user with model permissions ``codenames`` (any app) and one brand grant per brand."""
+    user = UserFactory(username=username, is_staff=staff, **flags) if username else UserFactory(is_staff=staff, **flags)
+    names = [c.split(".")[-1] for c in codenames]
+    user.user_permissions.set(Permission.objects.filter(codename__in=names))
+    for brand in brands:
+        ScopeGrant.objects.create(user=user, brand=brand)
+    return user
+
+
+def api_for(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+class Person:
+    """One person: a brand-A CRM record and a brand-B CRM record sharing a phone (one OneID)."""
+
+    def __init__(self, sources: Sources):
+        push(("crm_a", "A1", CANARY_A), ("crm_b", "B1", CANARY_B))
+        self.record_a = SourceRecord.objects.get(source__code="crm_a", external_id="A1")
+        self.record_b = SourceRecord.objects.get(source__code="crm_b", external_id="B1")
+        assert self.record_a.oneid_id == self.record_b.oneid_id
+        self.oneid = self.record_a.oneid_id
+
+
+@pytest.fixture
+def sources(world, rules):  # noqa: F811
+    return Sources(world)
+
+
+@pytest.fixture
+def person(sources):
+    return Person(sources)
+
+
+@pytest.fixture
+def operator_a(world):
+    """A brand-A operator without PII permission."""
+    return make_user(*OPERATE, brands=[world.brand_a], username="op_a")
+
+
+@pytest.fixture
+def operator_a_pii(world):
+    return make_user(*OPERATE, "view_pii", brands=[world.brand_a], username="op_a_pii")
