@@ -26,3 +26,33 @@ class DomainEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} ({self.row_count})"
+
+
+class UsageKind(models.TextChoices):
+    READ = "read", "Read (API or admin)"
+    RULE = "rule", "Input of a rule"
+    PROPAGATION = "propagation", "Source of a propagation"
+    PREVIEW = "preview", "Preview"
+    EXPORT = "export", "Export"
+
+
+class TagUsage(models.Model):
+    """How often a tag was used, per day and kind: one row per (tag, day, kind), never one per subject.
+
+    ``audit.usage.record_tag_use`` adds to ``count`` with one upsert per request or
+    operation for all the tags it touched (``count = count + EXCLUDED.count``), so
+    reads stay cheap and concurrent requests never lose an increment.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    tag = models.ForeignKey("tags.TagDefinition", on_delete=models.CASCADE, related_name="usage", db_index=False)
+    day = models.DateField(db_index=True)
+    kind = models.CharField(max_length=20, choices=UsageKind.choices)
+    count = models.BigIntegerField(default=0, help_text="Requests or operations that used the tag that day.")
+
+    class Meta:
+        ordering = ["-day", "tag", "kind"]
+        constraints = [models.UniqueConstraint(fields=["tag", "day", "kind"], name="tag_usage_unique_day_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.tag_id} {self.kind} {self.day}: {self.count}"
