@@ -14,6 +14,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html
 
+from audit.usage import record_tag_use
 from subjects.models import Subject
 from tags.models import RecomputeJob, TagDefinition, TagValue, TagValueChange
 from tags.services.values import ValueProblem
@@ -53,6 +54,7 @@ class TagFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         value = self.value()
         if value and value.isdigit() and len(value) < 19:
+            record_tag_use([int(value)], "read", actor=request.user)
             return queryset.filter(tag_id=int(value))
         return queryset
 

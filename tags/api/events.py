@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.usage import record_tag_use
 from common.errors import ServiceError
 from subjects.api.serializers import ErrorSerializer
 from tags.events import ingest_events
@@ -118,4 +119,5 @@ class TagValueExplainView(APIView):
                 raise ServiceError.single(name, f'"{name}" is a required id.')
             ids[name] = int(raw)
         tag = get_object_or_404(TagDefinition.objects.select_related("rule"), pk=ids["tag"])
+        record_tag_use([tag.pk], "read", actor=request.user)
         return Response(explain(tag, ids["subject"]))

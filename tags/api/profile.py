@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from django.db.models import FilteredRelation, Q
 
+from audit.usage import record_tag_use
 from tags.models import TagDefinition, TagOption, TagValue
 
 VALUE_FIELDS = (
@@ -58,6 +59,7 @@ def subjects_tag_groups(subject_ids: Iterable[int]) -> dict[int, list[dict]]:
     )
     if not rows:
         return result
+    record_tag_use({row[5] for row in rows}, "read")
     labels = _labels(row[5] for row in rows)
     groups: dict[tuple[int, int], dict] = {}
     for row in rows:
@@ -116,6 +118,7 @@ def subject_type_tags(subject) -> tuple[list[dict], list[dict]]:
     )
     tags = [dict(zip(TYPE_TAG_FIELDS, row, strict=True)) for row in rows]
     valued = [t for t in tags if t["current__updated_at"] is not None]
+    record_tag_use([t["id"] for t in valued], "read")
     labels = _labels(t["id"] for t in valued) if valued else {}
     groups: dict[int, dict] = {}
     for tag in valued:

@@ -13,6 +13,7 @@ from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from audit.usage import record_tag_use
 from common.errors import ServiceError
 from subjects.api.views import ERRORS
 from subjects.models import Subject
@@ -103,6 +104,7 @@ class TagValueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         """One query a page: rows come from ``values_list()`` (no model instances) and render with orjson."""
         queryset = self.filter_queryset(self.get_queryset()).values(*LIST_FIELDS)
         page = self.paginate_queryset(queryset)
+        record_tag_use({row["tag_id"] for row in page}, "read", actor=request.user)
         return self.get_paginated_response([dict(zip(ROW_KEYS, row.values(), strict=True)) for row in page])
 
     @extend_schema(
@@ -139,6 +141,7 @@ class TagValueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         if not Subject.objects.filter(pk=subject_id, subject_type_id=tag.subject_type_id).exists():
             raise ServiceError.single("subject", f"No {tag.subject_type.code} {subject_id}.", "unknown")
         value = history.value_at(tag, subject_id, at)
+        record_tag_use([tag.pk], "read", actor=request.user)
         return Response({"tag": tag.pk, "tag_code": tag.code, "subject": subject_id, "at": at, "value": value})
 
     @extend_schema(
@@ -164,6 +167,7 @@ class TagValueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             ids = history.subjects_with_value_at(tag, value, at)
         except ValueProblem as problem:
             raise ServiceError.single("value", str(problem), problem.code) from None
+        record_tag_use([tag.pk], "read", actor=request.user)
         after, size = _int_param(request, "after", 0), min(_int_param(request, "page_size", PAGE), MAX_PAGE)
         start = bisect.bisect_right(ids, after)
         page_ids = ids[start : start + size]

@@ -13,6 +13,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from audit.services import domain_event_record
+from audit.usage import record_tag_use
 from common.errors import ConflictError, ServiceError
 from tags.models import Computation, DependencyKind, JobStatus, RecomputeJob, TagDefinition, TagRule, TagStatus
 from tags.rules.compiler import Selection
@@ -104,5 +105,6 @@ def preview_propagation(tag: TagDefinition, document: object) -> dict:
     from tags.services.preview import preview_computed
 
     prop = parse_for(tag, document)
+    record_tag_use([tag.pk, *prop.tag_ids], "preview")
     computed_sql, params = compiled_select(prop, Selection.everything(), timezone.now())
     return preview_computed(tag, computed_sql, params)

@@ -6,6 +6,7 @@ import orjson
 from django.db import connection
 from django.utils import timezone
 
+from audit.usage import record_tag_use
 from tags.models import TagDefinition
 from tags.rules.compiler import Selection
 
@@ -28,6 +29,7 @@ def preview_rule(tag: TagDefinition, document: object) -> dict:
 
         return preview_propagation(tag, document)
     rule = parse_for(tag, document)
+    record_tag_use([tag.pk, *rule.tag_ids], "preview")
     computed_sql, params = compiled_select(tag, rule, Selection.everything(), timezone.now())
     return preview_computed(tag, computed_sql, params)
 

@@ -17,6 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit.services import domain_event_record
+from audit.usage import record_inputs_use
 from common.errors import ServiceError
 from subjects.models import Subject
 from tags.models import Computation, JobStatus, RecomputeJob, TagDefinition, TagStatus, ValueSource
@@ -82,6 +83,7 @@ def write_computed(
         if asynchronous_commit and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        record_inputs_use(tag.pk, source)  # tag usage: the tags this chunk reads
         applied = apply_computed(
             tag_id=tag.pk,
             computed_sql=sql,

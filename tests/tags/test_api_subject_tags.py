@@ -44,14 +44,14 @@ def test_subject_detail_costs_two_queries_for_tags_however_many(api, tags, admin
     write_values(tags.note, [(many.id, "likes mornings")], source="manual", actor=admin_user)
     write_values(tags.since, [(many.id, "2024-05-01")], source="manual", actor=admin_user)
     api.get(f"/api/v1/subjects/{few.id}/")
-    # token (1) + subject (1) + tag values with tag and group (1) + option labels (1)
-    with django_assert_num_queries(4):
+    # token (1) + subject (1) + tag values with tag and group (1) + tag usage (1) + option labels (1)
+    with django_assert_num_queries(5):
         assert len(api.get(f"/api/v1/subjects/{few.id}/").json()["tags"]) == 1
-    with django_assert_num_queries(4):
+    with django_assert_num_queries(5):
         body = api.get(f"/api/v1/subjects/{many.id}/").json()
     assert sum(len(g["tags"]) for g in body["tags"]) == 6
     bare = tags.member()
-    with django_assert_num_queries(3):  # no values: no labels query
+    with django_assert_num_queries(3):  # no values: no usage, no labels query
         assert api.get(f"/api/v1/subjects/{bare.id}/").json()["tags"] == []
 
 
