@@ -56,6 +56,9 @@ class SourceSystem(models.Model):
 
     class Meta:
         ordering = ["code"]
+        permissions = [
+            ("push_records", "Can push source records from this source system (granted per source system)"),
+        ]
 
     def __str__(self) -> str:
         return self.name
