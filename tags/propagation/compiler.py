@@ -39,6 +39,11 @@ class PropagationCompiler:
         self.pg = vendor == "postgresql"
         self.now = now
         self.probe_sources = True
+        # PostgreSQL, a tag source and a decomposable aggregate: values come from per-target
+        # state (tags.propagation.state), whose sums are exact numerics.
+        from .state import maintained
+
+        self.exact = self.pg and maintained(prop)
 
     # ---- parameters -------------------------------------------------------------------
     def moment(self, value: dt.datetime):
@@ -64,8 +69,12 @@ class PropagationCompiler:
         return f"json_extract({column}, '$.{key}') = %s", [value]
 
     # ---- the walk ---------------------------------------------------------------------
-    def reach(self, selection: Selection) -> Frag:
-        """``(target_id, source_id, w, at, rid)`` for every path from a chunk target to a source."""
+    def reach(self, selection: Selection, sources: Selection | None = None) -> Frag:
+        """``(target_id, source_id, w, at, rid)`` for every path from a chunk target to a source.
+
+        With ``sources`` the walk is bounded at the source end instead (the pairs a
+        changed source takes part in, for delta maintenance); ``selection`` is ignored.
+        """
         steps = list(reversed(self.p.steps))
         now = self.moment(self.now)
         joins, conds, params = [], [], []
@@ -88,13 +97,19 @@ class PropagationCompiler:
             weight.append(f"{alias}.weight")
         first_near = _ends(steps[0])[0]
         last_far = f"r{len(steps) - 1}.{_ends(steps[-1])[1]}"
-        chunk_sql, chunk_params = self.ids_in(f"r0.{first_near}", selection)
+        if sources is not None:
+            chunk_sql, chunk_params = self.ids_in(last_far, sources)
+        else:
+            chunk_sql, chunk_params = self.ids_in(f"r0.{first_near}", selection)
         params = [*params_first, *chunk_params]
         join_sql = " ".join(sql for sql, _ in joins)
         join_params = [p for _, ps in joins for p in ps]
         at = "COALESCE(r0.valid_from, r0.created_at)"
+        w = " * ".join(weight)
+        if self.exact:  # state-maintained: exact sums, equal whichever way they are added up
+            w = f"({w})::numeric"
         sql = (
-            f"SELECT r0.{first_near} AS target_id, {last_far} AS source_id, {' * '.join(weight)} AS w,"
+            f"SELECT r0.{first_near} AS target_id, {last_far} AS source_id, {w} AS w,"
             f" {at} AS at, r0.id AS rid FROM subjects_relationship r0 {join_sql}"
             f" WHERE {conds[0]} AND {chunk_sql}"
         )
@@ -117,9 +132,9 @@ class PropagationCompiler:
             filters.append(self.equals(f"{alias}.attributes", key, value))
         return filters
 
-    def pairs(self, selection: Selection) -> Frag:
+    def pairs(self, selection: Selection, sources: Selection | None = None) -> Frag:
         """Distinct (target, source) with the summed path weight and the latest relationship."""
-        reach_sql, params = self.reach(selection)
+        reach_sql, params = self.reach(selection, sources)
         if self.p.weighted or self.p.aggregate == "copy":
             sql = (
                 "SELECT target_id, source_id, SUM(w) AS w, MAX(at) AS at, MAX(rid) AS rid"
@@ -178,7 +193,7 @@ class PropagationCompiler:
         kind = self.p.source.value_type
         if self.pg:
             if kind == "number":
-                return f"({raw})::float8"
+                return f"({raw})::numeric" if self.exact else f"({raw})::float8"
             if kind == "boolean":
                 return f"({raw})::boolean"
             return f"(({raw}) #>> '{{}}')"
@@ -245,6 +260,10 @@ class PropagationCompiler:
     # ---- aggregates ---------------------------------------------------------------------
     def aggregated(self, selection: Selection) -> Frag:
         """``(target_id, value)`` for the chunk's targets that something reached."""
+        if self.exact:
+            from .state import StateSql
+
+            return StateSql(self).computed(selection)
         agg = self.p.aggregate
         method = {
             "share": self.a_share,

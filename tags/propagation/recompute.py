@@ -26,6 +26,8 @@ from tags.services.writer import Applied
 from .active import active_propagation
 from .compiler import PropagationCompiler
 from .document import Propagation
+from .state import apply_delta, lock_tag, mark_built, rebuild, state_built, uses_state, values_select
+from .walk import targets_of_source
 
 DEFAULT_CHUNK = 50_000
 
@@ -42,10 +44,68 @@ def _required(tag: TagDefinition) -> Propagation:
 
 
 def write_selection(
-    tag: TagDefinition, prop: Propagation, selection: Selection, *, now: dt.datetime, correlation_id: uuid.UUID
+    tag: TagDefinition,
+    prop: Propagation,
+    selection: Selection,
+    *,
+    now: dt.datetime,
+    correlation_id: uuid.UUID,
+    with_values: bool = False,
 ) -> Applied:
-    """One chunk: the compiled SELECT through the shared ``write_computed`` (synchronous commit)."""
+    """One chunk from all its inputs: the compiled SELECT through the shared ``write_computed``.
+
+    A state-maintained propagation rebuilds the chunk's state first and writes the
+    values derived from it (the same formula as the deltas').
+    """
+    if uses_state(prop):
+        with transaction.atomic():
+            lock_tag(tag.pk)
+            rebuild(tag.pk, prop, selection, now)
+            sql, params = values_select(tag.pk, prop, selection, now)
+            return _write(tag, sql, params, selection, now, correlation_id, with_values)
     sql, params = compiled_select(prop, selection, now)
+    return _write(tag, sql, params, selection, now, correlation_id, with_values)
+
+
+def write_changes(
+    tag: TagDefinition,
+    prop: Propagation,
+    *,
+    targets: Iterable[int],
+    changes: list[tuple[int, object, object]],
+    now: dt.datetime,
+    correlation_id: uuid.UUID,
+    with_values: bool = False,
+) -> Applied:
+    """The engine's step: ``targets`` recomputed from all inputs, source ``changes`` applied as deltas.
+
+    ``changes`` are ``(source subject, old value, new value)`` from the writer of the
+    source tag. Without usable state (SQLite, a non-decomposable aggregate, a version
+    whose full recompute has not finished) their targets are recomputed instead.
+    """
+    targets = {int(i) for i in targets}
+    if changes and not (uses_state(prop) and tag.pk in state_built([tag.pk])):
+        targets.update(targets_of_source(prop, [sid for sid, _, _ in changes]))
+        changes = []
+    if not changes:
+        if not targets:
+            return Applied(values=[] if with_values else None)
+        return write_selection(
+            tag, prop, Selection.of_ids(targets), now=now, correlation_id=correlation_id, with_values=with_values
+        )
+    with transaction.atomic():
+        lock_tag(tag.pk)
+        if targets:
+            rebuild(tag.pk, prop, Selection.of_ids(targets), now)
+        ids = targets.union(apply_delta(tag.pk, prop, changes, now, skip=targets))
+        if not ids:
+            return Applied(values=[] if with_values else None)
+        selection = Selection.of_ids(ids)
+        sql, params = values_select(tag.pk, prop, selection, now)
+        return _write(tag, sql, params, selection, now, correlation_id, with_values)
+
+
+def _write(tag, sql, params, selection, now, correlation_id, with_values) -> Applied:
     return write_computed(
         tag,
         sql,
@@ -56,6 +116,7 @@ def write_selection(
         asynchronous_commit=False,
         now=now,
         correlation_id=correlation_id,
+        with_values=with_values,
     )
 
 
@@ -157,6 +218,8 @@ def recompute_all(
                     chunks_done=F("chunks_done") + 1, rows_changed=F("rows_changed") + applied.count
                 )
     TagDefinition.objects.filter(pk=tag.pk).update(last_computed_at=now)
+    if uses_state(prop):
+        mark_built(tag, now)
     changed = len(changed_ids)
     if cascade and changed_ids:
         from tags.realtime.planner import Plan, run_plan

@@ -88,58 +88,110 @@ def run_plan(plan: Plan, *, correlation_id: uuid.UUID | None = None, now: dt.dat
     now = now or timezone.now()
     correlation_id = correlation_id or uuid.uuid4()
     pending: dict[int, set[int]] = {t: set(ids) for t, ids in plan.pending.items() if t in index.tags}
+    deltas: dict[int, list] = {}
     for tag_id, ids in plan.changes.items():
         _carry(index, tag_id, ids, pending)
     outcome = Outcome()
     token = ENGINE_ACTIVE.set(True)
     try:
         with transaction.atomic():  # all or nothing: a worker killed half-way leaves nothing half-carried
-            _run(index, pending, outcome, now, correlation_id)
+            _run(index, pending, deltas, outcome, now, correlation_id)
     finally:
         ENGINE_ACTIVE.reset(token)
     return outcome
 
 
-def _run(index, pending: dict[int, set[int]], outcome: Outcome, now: dt.datetime, correlation_id: uuid.UUID) -> None:
+def _run(
+    index,
+    pending: dict[int, set[int]],
+    deltas: dict[int, list],
+    outcome: Outcome,
+    now: dt.datetime,
+    correlation_id: uuid.UUID,
+) -> None:
     for tag_id in index.order:
-        ids = pending.pop(tag_id, None)
-        if not ids:
+        ids, changes = pending.pop(tag_id, set()), deltas.pop(tag_id, [])
+        if not ids and not changes:
             continue
-        applied = _recompute(index, tag_id, sorted(ids), now, correlation_id)
+        applied = _recompute(index, tag_id, ids, changes, now, correlation_id)
         outcome.rows_changed += applied.count
-        outcome.steps.append((tag_id, len(ids), applied.count))
+        outcome.steps.append((tag_id, len(ids) + len(changes), applied.count))
         if applied.count:
-            _carry(index, tag_id, applied.changed_ids, pending)
+            _carry(index, tag_id, applied.changed_ids, pending, deltas, applied.values)
 
 
-def _recompute(index, tag_id: int, ids: list[int], now: dt.datetime, correlation_id: uuid.UUID) -> Applied:
+def _with_values(index, tag_id: int) -> bool:
+    """Do some dependents take this tag's changes as deltas (so the writer should return old and new)?"""
+    from tags.propagation.state import uses_state
+
+    return any(
+        index.tags.get(d) is not None
+        and index.tags[d].computation == Computation.PROPAGATED
+        and uses_state(index.propagation(d))
+        for d in index.dependents.get(tag_id, ())
+    )
+
+
+def _recompute(
+    index, tag_id: int, ids: set[int], changes: list, now: dt.datetime, correlation_id: uuid.UUID
+) -> Applied:
     tag = index.tags[tag_id]
+    with_values = _with_values(index, tag_id)
     if tag.computation == Computation.PROPAGATED:
-        from tags.propagation.recompute import write_selection
+        from tags.propagation.recompute import write_changes
 
         prop = index.propagation(tag_id)
         if prop is None:
             return Applied()
-        return write_selection(tag, prop, Selection.of_ids(ids), now=now, correlation_id=correlation_id)
-    from tags.services import recompute as rule_recompute
+        return write_changes(
+            tag,
+            prop,
+            targets=ids,
+            changes=changes,
+            now=now,
+            correlation_id=correlation_id,
+            with_values=with_values,
+        )
+    from tags.services.recompute import write_selection
 
     rule = index.rule(tag_id)
-    if rule is None:
+    if rule is None or not ids:
         return Applied()
-    # tags-core's chunk writer (compiled SELECT → guarded write → audit → signal); it returns the
-    # changed subjects, which the public recompute_subjects (a count) does not.
-    return rule_recompute._write(tag, rule, Selection.of_ids(ids), now=now, correlation_id=correlation_id)
+    return write_selection(
+        tag, rule, Selection.of_ids(ids), now=now, correlation_id=correlation_id, with_values=with_values
+    )
 
 
-def _carry(index, tag_id: int, changed: Iterable[int], pending: dict[int, set[int]]) -> None:
-    """Add to ``pending`` the dependents' subjects that read ``tag_id`` on the ``changed`` subjects."""
+def _carry(
+    index,
+    tag_id: int,
+    changed: Iterable[int],
+    pending: dict[int, set[int]],
+    deltas: dict[int, list] | None = None,
+    values: list | None = None,
+) -> None:
+    """Add to ``pending`` the dependents' subjects that read ``tag_id`` on the ``changed`` subjects.
+
+    With the changes' old and new ``values``, a state-maintained propagation takes them
+    as deltas instead (``deltas``): its targets are found, and touched, by the delta.
+    """
     changed = sorted({int(i) for i in changed})
     if not changed:
         return
+    from tags.propagation.state import uses_state
+
     source = index.tags.get(tag_id)
     for dependent_id in index.dependents.get(tag_id, ()):
         dependent = index.tags.get(dependent_id)
         if dependent is None:
+            continue
+        if (
+            values is not None
+            and deltas is not None
+            and dependent.computation == Computation.PROPAGATED
+            and uses_state(index.propagation(dependent_id))
+        ):
+            deltas.setdefault(dependent_id, []).extend(values)
             continue
         if dependent.computation == Computation.PROPAGATED:
             from tags.propagation.walk import targets_of_source

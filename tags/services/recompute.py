@@ -48,10 +48,20 @@ def compiled_select(tag: TagDefinition, rule: n.Rule, selection: Selection, now:
     return compiler.select(selection)
 
 
-def _write(
-    tag: TagDefinition, rule: n.Rule, selection: Selection, *, now: dt.datetime, correlation_id: uuid.UUID
+def write_selection(
+    tag: TagDefinition,
+    rule: n.Rule,
+    selection: Selection,
+    *,
+    now: dt.datetime,
+    correlation_id: uuid.UUID,
+    with_values: bool = False,
 ) -> Applied:
-    """One chunk of a rule tag: its compiled SELECT through ``write_computed``."""
+    """One chunk of a rule tag: its compiled SELECT through ``write_computed``.
+
+    Public for the real-time planner, which needs the changed subjects (and, with
+    ``with_values``, their old and new values) that ``recompute_subjects`` (a count) hides.
+    """
     sql, params = compiled_select(tag, rule, selection, now)
     return write_computed(
         tag,
@@ -63,6 +73,7 @@ def _write(
         asynchronous_commit=ASYNCHRONOUS_COMMIT,
         now=now,
         correlation_id=correlation_id,
+        with_values=with_values,
     )
 
 
@@ -77,9 +88,18 @@ def write_computed(
     asynchronous_commit: bool,
     now: dt.datetime,
     correlation_id: uuid.UUID,
+    with_values: bool = False,
 ) -> Applied:
-    """One chunk of a computed tag (rule or propagated): the guarded write, its audit event and its signal."""
+    """One chunk of a computed tag (rule or propagated): the guarded write, its audit event and its signal.
+
+    The tag's writes are serialized (a transaction-level advisory lock on PostgreSQL):
+    the old values this write reads, and reports with ``with_values``, are then the
+    values the previous writer committed — what delta maintenance subtracts downstream.
+    """
+    from tags.propagation.state import lock_tag
+
     with transaction.atomic():
+        lock_tag(tag.pk)
         if asynchronous_commit and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
@@ -92,6 +112,7 @@ def write_computed(
             rule_version=tag.version,
             correlation_id=correlation_id,
             now=now,
+            with_values=with_values,
         )
         if applied.count:
             domain_event_record(
@@ -138,7 +159,7 @@ def recompute_subjects(
         return 0
     now = now or timezone.now()
     correlation_id = correlation_id or uuid.uuid4()
-    changed = _write(tag, rule, Selection.of_ids(ids), now=now, correlation_id=correlation_id).count
+    changed = write_selection(tag, rule, Selection.of_ids(ids), now=now, correlation_id=correlation_id).count
     if cascade:
         for dependent in _dependents(tag):
             if dependent.computation != Computation.RULE:
@@ -244,7 +265,7 @@ def recompute_all(
     changed = 0
     for low, high in bounds:
         with transaction.atomic():
-            applied = _write(tag, rule, Selection.id_range(low, high), now=now, correlation_id=correlation_id)
+            applied = write_selection(tag, rule, Selection.id_range(low, high), now=now, correlation_id=correlation_id)
             changed += applied.count
             if job is not None:
                 RecomputeJob.objects.filter(pk=job.pk).update(

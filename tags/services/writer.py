@@ -31,6 +31,9 @@ class Applied:
     created: list[int] = field(default_factory=list)
     updated: list[int] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
+    # (subject, old, new) per change, when asked for (``with_values``): what delta maintenance
+    # of the propagations reading this tag subtracts and adds (None = absent).
+    values: list[tuple[int, object, object]] | None = None
 
     @property
     def changed_ids(self) -> list[int]:
@@ -50,17 +53,26 @@ def apply_computed(
     rule_version: int | None,
     correlation_id: uuid.UUID,
     now: datetime,
+    with_values: bool = False,
 ) -> Applied:
-    """Make stored values of ``tag_id`` equal the computed relation for the subjects it lists."""
+    """Make stored values of ``tag_id`` equal the computed relation for the subjects it lists.
+
+    ``with_values`` (PostgreSQL) also returns each change's old and new value, from the
+    history rows the statement writes anyway.
+    """
     stamp = TagValueChange._meta.get_field("changed_at").get_db_prep_value(now, connection)
     cid = TagValueChange._meta.get_field("correlation_id").get_db_prep_value(correlation_id, connection)
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            return _apply_postgresql(cursor, tag_id, computed_sql, params, source, rule_version, cid, stamp)
+            return _apply_postgresql(
+                cursor, tag_id, computed_sql, params, source, rule_version, cid, stamp, with_values=with_values
+            )
         return _apply_sqlite(cursor, tag_id, computed_sql, params, source, rule_version, cid, stamp)
 
 
-def _apply_postgresql(cursor, tag_id, computed_sql, params, source, rule_version, cid, stamp) -> Applied:
+def _apply_postgresql(
+    cursor, tag_id, computed_sql, params, source, rule_version, cid, stamp, *, with_values: bool = False
+) -> Applied:
     """One statement whose plan cannot go quadratic, whatever the statistics say.
 
     Each computed row probes its stored value through the (tag, subject) index in a
@@ -101,17 +113,26 @@ def _apply_postgresql(cursor, tag_id, computed_sql, params, source, rule_version
           FROM up JOIN computed c ON c.subject_id = up.subject_id
         UNION ALL
         SELECT gone.subject_id, %s::bigint, gone.value, NULL::jsonb, %s::text, %s::integer, %s::timestamptz, %s::uuid FROM gone
-        RETURNING subject_id, old_value IS NULL AS added, new_value IS NULL AS removed
+        RETURNING subject_id, old_value IS NULL AS added, new_value IS NULL AS removed{", old_value, new_value" if with_values else ""}
     )
-    SELECT added, removed, array_agg(subject_id) FROM hist GROUP BY added, removed
+    SELECT added, removed, array_agg(subject_id){", jsonb_agg(jsonb_build_array(subject_id, old_value, new_value))" if with_values else ""}
+      FROM hist GROUP BY added, removed
     """
     meta = [source, rule_version, stamp]
     history = [tag_id, *meta, cid]
     cursor.execute(sql, [*params, tag_id, tag_id, *meta, *history, *history])
-    applied = Applied()
-    for added, removed, ids in cursor.fetchall():
+    applied = Applied(values=[] if with_values else None)
+    for added, removed, ids, *changes in cursor.fetchall():
         (applied.created if added else applied.removed if removed else applied.updated).extend(ids)
+        if with_values:
+            applied.values.extend((int(sid), old, new) for sid, old, new in _json(changes[0]))
     return applied
+
+
+def _json(value):
+    import orjson
+
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
 def _json_eq_sqlite(a: str, b: str) -> str:
