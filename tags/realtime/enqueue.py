@@ -1,9 +1,13 @@
-"""Hand a plan to the engine after the writing transaction commits.
+"""Hand a plan to the engine: a request stored with the write, a message after its commit.
 
-A task message carries a batch of affected subject ids per tag — one message per
-committed write (an event batch, a relationship batch, a manual edit), never one
-per event. Without a broker (the embedded default) Celery runs the task in
-process, right after the commit, with the same code.
+The plan (the affected subject ids per tag) is stored as a ``RefreshRequest`` in the
+writing transaction — committed with the write, so it cannot be lost with a
+message — and one ``tags.refresh`` message follows the commit: one per committed
+write (an event batch, a relationship batch, a manual edit), never one per event.
+A refresh runs every request waiting (``run_pending``), so a worker behind a burst
+coalesces them instead of recomputing the same targets once per message. Without a
+broker (the embedded default) Celery runs the task in process, right after the
+commit, with the same code.
 """
 
 from __future__ import annotations
@@ -27,16 +31,72 @@ def enqueue_after_commit(plan: Plan, correlation_id: uuid.UUID | None = None) ->
     """
     if not plan:
         return
+    from tags.models import RefreshRequest
+
+    RefreshRequest.objects.bulk_create(
+        [RefreshRequest(payload=part.as_payload(), correlation_id=correlation_id) for part in _split(plan)]
+    )
     cid = str(correlation_id) if correlation_id else None
-    for part in _split(plan):
-        payload = part.as_payload()
-        transaction.on_commit(lambda payload=payload: _send(payload, cid))
+    transaction.on_commit(lambda: _send(None, cid))
 
 
-def _send(payload: dict, correlation_id: str | None = None) -> None:
+def _send(payload: dict | None, correlation_id: str | None = None) -> None:
+    """One ``tags.refresh`` message; it runs this request with whatever else is waiting."""
     from .tasks import refresh
 
     refresh.delay(payload, correlation_id)
+
+
+MAX_REQUESTS = 500
+
+
+def run_pending(payload: dict | None = None, correlation_id: uuid.UUID | None = None) -> dict:
+    """Run the waiting refresh requests (and ``payload``) as one plan; what ``tags.refresh`` does.
+
+    Requests are claimed in id order with ``FOR UPDATE SKIP LOCKED`` (two workers take
+    disjoint sets) up to ``MAX_IDS_PER_MESSAGE`` subjects, merged and run in one
+    transaction with their deletion: a worker killed half-way leaves them waiting for
+    the redelivered message. When several requests ran together, a domain event
+    ``tags.refresh_coalesced`` names their correlation ids (the values carry the first).
+    """
+    from audit.services import domain_event_record
+    from tags.models import RefreshRequest
+
+    from .planner import ENGINE_ACTIVE, run_plan
+
+    plan = Plan.from_payload(payload) if payload else Plan()
+    token = ENGINE_ACTIVE.set(True)  # until the outer commit: the engine's own writes need no new task
+    try:
+        with transaction.atomic():
+            claimed = (
+                RefreshRequest.objects.select_for_update(skip_locked=True)
+                .order_by("id")
+                .values_list("id", "payload", "correlation_id")[:MAX_REQUESTS]
+            )
+            taken, correlations = [], [correlation_id] if correlation_id else []
+            for pk, part, cid in claimed:
+                request = Plan.from_payload(part)
+                if taken and plan.subject_count() + request.subject_count() > MAX_IDS_PER_MESSAGE:
+                    break
+                plan.merge(request)
+                taken.append(pk)
+                if cid is not None and cid not in correlations:
+                    correlations.append(cid)
+            RefreshRequest.objects.filter(id__in=taken).delete()
+            lead = correlations[0] if correlations else None
+            outcome = run_plan(plan, correlation_id=lead)
+            if len(correlations) > 1:
+                domain_event_record(
+                    actor=None,
+                    action="tags.refresh_coalesced",
+                    object_type="tags.refresh",
+                    row_count=len(taken),
+                    summary={"correlations": [str(c) for c in correlations], "rows_changed": outcome.rows_changed},
+                    correlation_id=lead,
+                )
+    finally:
+        ENGINE_ACTIVE.reset(token)
+    return {"requests": len(taken), "rows_changed": outcome.rows_changed, "steps": outcome.steps}
 
 
 def _split(plan: Plan) -> list[Plan]:

@@ -34,14 +34,12 @@ COMMON = {
 
 
 @shared_task(name="tags.refresh", soft_time_limit=240, time_limit=300, **COMMON)
-def refresh(self, payload: dict, correlation_id: str | None = None) -> dict:
-    """Recompute the tags and subjects of ``payload`` (a Plan), then everything downstream."""
-    from .planner import Plan, run_plan
+def refresh(self, payload: dict | None = None, correlation_id: str | None = None) -> dict:
+    """Run the waiting refresh requests (and ``payload``, a Plan, if given), then everything downstream."""
+    from .enqueue import run_pending  # the waiting requests too: a worker behind a burst coalesces them
 
-    plan = Plan.from_payload(payload)
     cid = uuid.UUID(correlation_id) if correlation_id else None
-    outcome = run_plan(plan, correlation_id=cid)
-    return {"rows_changed": outcome.rows_changed, "steps": outcome.steps}
+    return run_pending(payload, cid)
 
 
 @shared_task(name="tags.recompute_propagated", soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300, **COMMON)

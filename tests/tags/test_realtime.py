@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from subjects.models import Relationship
 from subjects.services import relationship_bulk_upsert
 from subjects.services.objects import relationship_delete
-from tags.models import TagDefinition, TagValue, TagValueChange
+from tags.models import RefreshRequest, TagDefinition, TagValue, TagValueChange
 from tags.realtime import index as tag_index
 from tags.realtime.expiry import sweep
 from tags.realtime.planner import Plan
@@ -138,11 +138,38 @@ def test_one_task_per_batch_not_per_event(api, chain, django_capture_on_commit_c
     sent = []
     from tags.realtime import enqueue
 
-    monkeypatch.setattr(enqueue, "_send", lambda payload, correlation_id=None: sent.append(payload))
+    monkeypatch.setattr(enqueue, "_send", lambda payload, correlation_id=None, *a, **k: sent.append(correlation_id))
     with django_capture_on_commit_callbacks(execute=True):
         api.post(BATCH, {"items": [purchase(m, i, 300) for i, m in enumerate(chain.members)]}, format="json")
     assert len(sent) == 1
-    assert sent[0]["recompute"] == {str(chain.high.pk): sorted(m.id for m in chain.members)}
+    (request,) = RefreshRequest.objects.all()  # stored with the events, for the message to run
+    assert request.payload["recompute"] == {str(chain.high.pk): sorted(m.id for m in chain.members)}
+    assert str(request.correlation_id) == sent[0]
+
+
+@pytest.mark.django_db(transaction=True)  # real commits: the engine's own writes enqueue nothing
+def test_waiting_requests_run_as_one_plan(chain, django_capture_on_commit_callbacks, monkeypatch):
+    """A refresh takes every waiting request: a worker behind a burst catches up in one run."""
+    from audit.models import DomainEvent
+    from tags.events import ingest_events
+    from tags.realtime import enqueue
+
+    monkeypatch.setattr(enqueue, "_send", lambda *a, **k: None)  # the messages are "still queued"
+    m = chain.members
+    for i in range(3):
+        with django_capture_on_commit_callbacks(execute=True):
+            ingest_events(actor=None, items=[purchase(m[i], i, 300)])
+    assert RefreshRequest.objects.count() == 3
+    with django_capture_on_commit_callbacks(execute=True):
+        result = refresh.apply().get()
+    assert result["requests"] == 3 and RefreshRequest.objects.count() == 0
+    assert all(values(chain.high)[m[i].id] is True for i in range(3))
+    for tag in chain.computed():
+        assert values(tag) == expected(tag), tag.code
+    coalesced = DomainEvent.objects.get(action="tags.refresh_coalesced")
+    assert len(coalesced.summary["correlations"]) == 3
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refresh.apply().get()["requests"] == 0  # the other messages find nothing left
 
 
 def test_a_manual_edit_flows_downstream(chain, django_capture_on_commit_callbacks):
