@@ -63,6 +63,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "auditlog.middleware.AuditlogMiddleware",
+    "audit.actor.ActorMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -192,9 +193,22 @@ CELERY_BEAT_SCHEDULE = {
 TAGWEAVE_BULK_MAX_ITEMS = int(os.environ.get("TAGWEAVE_BULK_MAX_ITEMS", "1000"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024
 
+# Attribute keys that are personal data wherever they appear (a key containing one of these
+# names is PII too); a type's JSON Schema adds more with "x-pii": true. See subjects.pii.
+TAGWEAVE_PII_ATTRIBUTE_NAMES = [
+    n.strip()
+    for n in os.environ.get(
+        "TAGWEAVE_PII_ATTRIBUTE_NAMES",
+        "name,phone,mobile,tel,email,address,openid,open_id,unionid,union_id,external_userid,wechat,weixin,"
+        "id_card,idcard,passport,birth,contact",
+    ).split(",")
+    if n.strip()
+]
+
 # Auditlog: the actor is set explicitly by services (token users and tasks are
 # invisible to the middleware), and bulk writes get domain events instead.
 AUDITLOG_INCLUDE_ALL_MODELS = False
+AUDITLOG_MASK_CALLABLE = "subjects.pii.mask"  # total masking (auditlog's default keeps half a value)
 
 LOGGING = {
     "version": 1,

@@ -22,6 +22,7 @@ from .admin_base import ServiceAdmin, delete_selected
 from .admin_forms import RelationshipForm, RelationshipTypeForm, SubjectForm, SubjectTypeForm
 from .imports import RelationshipResource, SubjectResource
 from .models import Relationship, RelationshipType, ScopeRole, Subject, SubjectType
+from .pii import PiiAdminMixin, RelationshipPiiAdminMixin
 from .querysets import region_subtree_sql
 from .schemas import MAX_ID
 from .services import (
@@ -174,7 +175,7 @@ class ImportServiceMixin(ImportMixin):
 
 
 @admin.register(Subject)
-class SubjectAdmin(ImportServiceMixin, ExportMixin, ServiceAdmin):
+class SubjectAdmin(PiiAdminMixin, ImportServiceMixin, ExportMixin, ServiceAdmin):
     form = SubjectForm
     resource_classes = [SubjectResource]
     export_formats = [base_formats.CSV]
@@ -228,7 +229,7 @@ class SubjectAdmin(ImportServiceMixin, ExportMixin, ServiceAdmin):
 
 
 @admin.register(Relationship)
-class RelationshipAdmin(ImportServiceMixin, ServiceAdmin):
+class RelationshipAdmin(RelationshipPiiAdminMixin, ImportServiceMixin, ServiceAdmin):
     form = RelationshipForm
     resource_classes = [RelationshipResource]
     list_display = ("id", "relationship_type", "from_subject", "to_subject", "weight", "valid_from", "valid_to")

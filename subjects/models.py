@@ -111,7 +111,9 @@ class Subject(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.display_name or f"{self.source}:{self.external_id}"
+        from .pii import subject_label  # customers' and staff's names are masked unless revealed
+
+        return subject_label(self)
 
 
 class Cardinality(models.TextChoices):

@@ -13,6 +13,7 @@ from celery import shared_task
 from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 
+from audit.services import acting_as, system_actor
 from tags.models import JobStatus, RecomputeJob
 
 log = logging.getLogger(__name__)
@@ -32,19 +33,27 @@ log = logging.getLogger(__name__)
     time_limit=3 * 3600 + 300,
 )
 def recompute_tag(self, job_id: int) -> int:
-    """Run the full recompute of RecomputeJob ``job_id``; a finished job is not run again."""
-    from tags.services.recompute import recompute_all
+    """Run the full recompute of RecomputeJob ``job_id``; a finished job is not run again.
 
-    job = RecomputeJob.objects.select_related("tag", "tag__rule").filter(pk=job_id).first()
+    Its audit records are the requesting user's (or the ``system:tags.recompute_tag`` actor's).
+    """
+    job = RecomputeJob.objects.select_related("tag", "tag__rule", "requested_by").filter(pk=job_id).first()
     if job is None or job.status == JobStatus.DONE:
         return 0
+    with acting_as(job.requested_by or system_actor("tags.recompute_tag")):
+        return _recompute(self, job)
+
+
+def _recompute(task, job: RecomputeJob) -> int:
+    from tags.services.recompute import recompute_all
+
     RecomputeJob.objects.filter(pk=job.pk).update(
         status=JobStatus.RUNNING, started_at=timezone.now(), rows_changed=0, error=""
     )
     try:
         changed = recompute_all(job.tag, job=job)
     except OperationalError:
-        if self.request.retries >= self.max_retries:
+        if task.request.retries >= task.max_retries:
             _fail(job, "database unavailable after retries")
         raise
     except DatabaseError as exc:

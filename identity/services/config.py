@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from auditlog.context import set_actor
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import ProtectedError
 
+from audit.services import acting_as
 from common.errors import ItemError, ServiceError
 from subjects.models import SubjectCategory
 
@@ -67,14 +67,14 @@ def config_save(*, actor, model: type[models.Model], data: Mapping, instance: mo
             [ItemError(None, f, str(m)) for f, ms in exc.message_dict.items() for m in ms],
         ) from None
     check_rules(obj)
-    with transaction.atomic(), set_actor(actor if actor is not None and actor.is_authenticated else None):
+    with transaction.atomic(), acting_as(actor):
         obj.save()
     return obj
 
 
 def config_delete(*, actor, instance: models.Model) -> None:
     try:
-        with transaction.atomic(), set_actor(actor if actor is not None and actor.is_authenticated else None):
+        with transaction.atomic(), acting_as(actor):
             instance.delete()
     except ProtectedError:
         raise ServiceError.single(

@@ -7,7 +7,40 @@ from rest_framework import serializers
 
 from tags.api.profile_serializers import SubjectTagGroupSerializer
 
+from .. import pii
 from ..models import Relationship, RelationshipType, Subject, SubjectType
+
+
+class PiiListSerializer(serializers.ListSerializer):
+    """Logs one ``pii.unmasked`` event for a whole unmasked page (not one per row)."""
+
+    def to_representation(self, data):
+        rows = super().to_representation(data)
+        request = self.context.get("request")
+        if pii.wants_unmasked(request):
+            pii.log_unmask(
+                request.user, self.child.pii_object_type, [row["id"] for row in rows], ["display_name", "attributes"]
+            )
+        return rows
+
+
+class PiiMaskedSerializer(serializers.ModelSerializer):
+    """Output with personal data masked unless a ``view_pii`` holder asked ``?unmask=1`` (logged).
+
+    Masking happens on the serialized output, so every field added later passes through it.
+    """
+
+    pii_object_type = "subjects.subject"
+    pii_type_attribute = "subject_type"
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if not pii.wants_unmasked(request):
+            return pii.mask_subject_payload(data, getattr(instance, self.pii_type_attribute, None))
+        if not isinstance(self.parent, serializers.ListSerializer):
+            pii.log_unmask(request.user, self.pii_object_type, [instance.pk], ["display_name", "attributes"])
+        return data
 
 
 @extend_schema_field(
@@ -60,11 +93,12 @@ class RelationshipTypeSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "subject_type", "created_at", "updated_at"]
 
 
-class SubjectSerializer(serializers.ModelSerializer):
+class SubjectSerializer(PiiMaskedSerializer):
     type = serializers.SlugRelatedField(source="subject_type", slug_field="code", read_only=True)
 
     class Meta:
         model = Subject
+        list_serializer_class = PiiListSerializer
         fields = [
             "id", "type", "display_name", "attributes", "business_line", "brand", "region", "parent",
             "source", "external_id", "created_at", "updated_at",
@@ -102,7 +136,10 @@ class SubjectWriteSerializer(serializers.Serializer):
     parent = ReferenceField(required=False, allow_null=True)
 
 
-class RelationshipSerializer(serializers.ModelSerializer):
+class RelationshipSerializer(PiiMaskedSerializer):
+    pii_object_type = "subjects.relationship"
+    pii_type_attribute = "relationship_type"
+
     type = serializers.SlugRelatedField(source="relationship_type", slug_field="code", read_only=True)
     from_subject = serializers.IntegerField(source="from_subject_id", read_only=True)
     to_subject = serializers.IntegerField(source="to_subject_id", read_only=True)
@@ -110,6 +147,7 @@ class RelationshipSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Relationship
+        list_serializer_class = PiiListSerializer
         fields = [
             "id", "type", "from_subject", "to_subject", "weight", "valid_from", "valid_to", "attributes",
             "source", "external_id", "subject", "created_at", "updated_at",

@@ -18,7 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, F, ProtectedError, Q
 
-from audit.services import domain_event_record
+from audit.services import audit_log_entry, domain_event_record
 from common.errors import ConflictError, ItemError, ServiceError
 
 from ..models import (
@@ -69,7 +69,7 @@ def _diff(old, new) -> dict | None:
 
 
 def _log(instance, old, actor) -> None:
-    """The django-auditlog entry of one write, with the actor given explicitly.
+    """The django-auditlog entry of one write, with the actor given explicitly and PII masked.
 
     Services write these themselves (model signals are disabled around their
     writes): subjects and relationships are written by SQL, which signals never see,
@@ -81,12 +81,7 @@ def _log(instance, old, actor) -> None:
         action, changes = LogEntry.Action.UPDATE, _diff(old, instance)
         if not changes:
             return
-    LogEntry.objects.log_create(
-        instance,
-        action=action,
-        changes=changes,
-        actor=actor if actor and actor.is_authenticated else None,
-    )
+    audit_log_entry(instance, action=action, changes=changes, actor=actor)
 
 
 def _check_schema(schema: object) -> None:
@@ -141,12 +136,7 @@ def subject_type_delete(*, actor, subject_type: SubjectType) -> None:
             "protected",
         )
     with transaction.atomic(), disable_auditlog():
-        LogEntry.objects.log_create(
-            subject_type,
-            action=LogEntry.Action.DELETE,
-            changes=_diff(subject_type, None),
-            actor=_actor(actor),
-        )
+        audit_log_entry(subject_type, action=LogEntry.Action.DELETE, changes=_diff(subject_type, None), actor=actor)
         subject_type.delete()
 
 
@@ -240,11 +230,8 @@ def relationship_type_delete(*, actor, relationship_type: RelationshipType) -> N
             "protected",
         )
     with transaction.atomic(), disable_auditlog():
-        LogEntry.objects.log_create(
-            relationship_type,
-            action=LogEntry.Action.DELETE,
-            changes=_diff(relationship_type, None),
-            actor=_actor(actor),
+        audit_log_entry(
+            relationship_type, action=LogEntry.Action.DELETE, changes=_diff(relationship_type, None), actor=actor
         )
         subject_type = relationship_type.subject_type
         relationship_type.delete()
@@ -308,9 +295,7 @@ def subject_delete(*, actor, subject: Subject) -> None:
     touching = Relationship.objects.filter(Q(from_subject=subject) | Q(to_subject=subject))
     try:
         with transaction.atomic(), disable_auditlog():
-            LogEntry.objects.log_create(
-                subject, action=LogEntry.Action.DELETE, changes=_diff(subject, None), actor=_actor(actor)
-            )
+            audit_log_entry(subject, action=LogEntry.Action.DELETE, changes=_diff(subject, None), actor=actor)
             relationship_ids = list(touching.values_list("id", flat=True))
             own_subjects = list(touching.exclude(subject=None).values_list("subject_id", flat=True))
             subject.delete()
@@ -379,12 +364,7 @@ def _relationship_item(rel: Relationship) -> dict:
 
 def relationship_delete(*, actor, relationship: Relationship) -> None:
     with transaction.atomic(), disable_auditlog():
-        LogEntry.objects.log_create(
-            relationship,
-            action=LogEntry.Action.DELETE,
-            changes=_diff(relationship, None),
-            actor=_actor(actor),
-        )
+        audit_log_entry(relationship, action=LogEntry.Action.DELETE, changes=_diff(relationship, None), actor=actor)
         subject = relationship.subject
         relationship.delete()
         if subject is not None:
