@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.urls import reverse
@@ -18,10 +20,11 @@ from import_export.formats import base_formats
 
 from tags.admin.subject_panel import may_set_values, set_tag_value, subject_tags_context
 
-from .admin_base import ServiceAdmin, delete_selected
+from .access import visible_subject_filter, visible_subjects
+from .admin_base import ScopedAdminMixin, ServiceAdmin, delete_selected
 from .admin_forms import RelationshipForm, RelationshipTypeForm, SubjectForm, SubjectTypeForm
 from .imports import RelationshipResource, SubjectResource
-from .models import Relationship, RelationshipType, ScopeRole, Subject, SubjectType
+from .models import Relationship, RelationshipType, ScopeGrant, ScopeRole, Subject, SubjectType
 from .pii import PiiAdminMixin, RelationshipPiiAdminMixin
 from .querysets import region_subtree_sql
 from .schemas import MAX_ID
@@ -67,7 +70,8 @@ class ScopeFilter(admin.SimpleListFilter):
     role = ""
 
     def lookups(self, request, model_admin):
-        rows = Subject.objects.filter(subject_type__scope_role=self.role).order_by("display_name", "id")
+        rows = visible_subjects(request.user, Subject.objects.filter(subject_type__scope_role=self.role))
+        rows = rows.order_by("display_name", "id")
         return [
             (str(id_), name or f"{source}:{ext}")
             for id_, name, source, ext in rows.values_list("id", "display_name", "source", "external_id")
@@ -135,9 +139,13 @@ def relationship_page(request, queryset, param: str, title: str, other_end: str)
 
 
 def relationship_panels(request, subject: Subject) -> list[dict]:
+    """The subject's relationships whose other end the user sees too (a relationship is visible
+    when both its ends are; the subject itself is, or its change page would not open)."""
     base = Relationship.objects.select_related("relationship_type").order_by("relationship_type_id", "id")
-    outgoing = base.filter(from_subject_id=subject.pk).select_related("to_subject__subject_type")
-    incoming = base.filter(to_subject_id=subject.pk).select_related("from_subject__subject_type")
+    outgoing = base.filter(visible_subject_filter(request.user, "to_subject"), from_subject_id=subject.pk)
+    incoming = base.filter(visible_subject_filter(request.user, "from_subject"), to_subject_id=subject.pk)
+    outgoing = outgoing.select_related("to_subject__subject_type")
+    incoming = incoming.select_related("from_subject__subject_type")
     return [
         relationship_page(request, outgoing, "out_page", "Outgoing relationships", "to_subject"),
         relationship_page(request, incoming, "in_page", "Incoming relationships", "from_subject"),
@@ -175,7 +183,8 @@ class ImportServiceMixin(ImportMixin):
 
 
 @admin.register(Subject)
-class SubjectAdmin(PiiAdminMixin, ImportServiceMixin, ExportMixin, ServiceAdmin):
+class SubjectAdmin(ScopedAdminMixin, PiiAdminMixin, ImportServiceMixin, ExportMixin, ServiceAdmin):
+    scope_field = ""
     form = SubjectForm
     resource_classes = [SubjectResource]
     export_formats = [base_formats.CSV]
@@ -229,7 +238,8 @@ class SubjectAdmin(PiiAdminMixin, ImportServiceMixin, ExportMixin, ServiceAdmin)
 
 
 @admin.register(Relationship)
-class RelationshipAdmin(RelationshipPiiAdminMixin, ImportServiceMixin, ServiceAdmin):
+class RelationshipAdmin(ScopedAdminMixin, RelationshipPiiAdminMixin, ImportServiceMixin, ServiceAdmin):
+    scope_field = ("from_subject", "to_subject")  # visible when both ends are
     form = RelationshipForm
     resource_classes = [RelationshipResource]
     list_display = ("id", "relationship_type", "from_subject", "to_subject", "weight", "valid_from", "valid_to")
@@ -246,3 +256,48 @@ class RelationshipAdmin(RelationshipPiiAdminMixin, ImportServiceMixin, ServiceAd
 
     def service_delete(self, actor, obj) -> None:
         relationship_delete(actor=actor, relationship=obj)
+
+
+@admin.register(ScopeGrant)
+class ScopeGrantAdmin(admin.ModelAdmin):
+    """Who holds which scope. Changes are audited (django-auditlog; the admin's middleware knows
+    the actor) and take effect on the holder's next request (access is computed per request)."""
+
+    list_display = ("id", "user", "group", "business_line", "brand", "region", "created_at")
+    list_filter = ("group",)
+    list_select_related = ("user", "group", "business_line", "brand", "region")
+    autocomplete_fields = ("user", "group", "business_line", "brand", "region")
+    search_fields = ("user__username", "group__name")
+    show_full_result_count = False
+
+
+class ScopeGrantInline(admin.TabularInline):
+    model = ScopeGrant
+    extra = 1
+    autocomplete_fields = ("business_line", "brand", "region")
+    verbose_name = "scope grant"
+    verbose_name_plural = "scope grants (business line × brand × region; empty = any)"
+
+
+class UserScopeGrantInline(ScopeGrantInline):
+    fk_name = "user"
+    exclude = ("group",)
+
+
+class GroupScopeGrantInline(ScopeGrantInline):
+    fk_name = "group"
+    exclude = ("user",)
+
+
+class ScopedUserAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, UserScopeGrantInline]
+
+
+class ScopedGroupAdmin(GroupAdmin):
+    inlines = [*GroupAdmin.inlines, GroupScopeGrantInline]
+
+
+admin.site.unregister(User)
+admin.site.register(User, ScopedUserAdmin)
+admin.site.unregister(Group)
+admin.site.register(Group, ScopedGroupAdmin)

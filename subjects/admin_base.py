@@ -1,4 +1,10 @@
-"""What every subjects ModelAdmin shares: writes and deletes go through the services.
+"""What every subjects ModelAdmin shares: scoped reads; writes and deletes go through the services.
+
+``ScopedAdminMixin`` is the admin's twin of ``common.api.scoping.ScopedQuerysetMixin``: the
+changelist, change page, delete page, autocomplete (Django asks the *related* model's admin for
+its queryset), CSV export (import-export builds the changelist) and every foreign-key choice
+start from the scoped queryset, so an out-of-scope subject is simply absent (Django then says it
+does not exist). Full result counts are off: "N of M" would reveal how many subjects exist.
 
 Saving is done by the form (see ``admin_forms``). Deleting calls the service;
 its refusal (``ServiceError``) becomes an error message instead of a 500, and the
@@ -15,7 +21,10 @@ from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
+from common.api.scoping import scope_queryset
 from common.errors import ServiceError
+
+from .access import visible_subjects
 
 MAX_LISTED = 100
 MAX_BULK_DELETE = 100
@@ -55,6 +64,28 @@ def delete_selected(modeladmin, request, queryset):
         messages.SUCCESS,
     )
     return None
+
+
+class ScopedAdminMixin:
+    """Put before ``admin.ModelAdmin``; ``scope_field`` as in ``ScopedQuerysetMixin``."""
+
+    scope_field: str | tuple[str, ...] | None = None
+    show_full_result_count = False
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if self.scope_field is None:
+            return queryset
+        return scope_queryset(queryset, request.user, self.scope_field)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        """A subject chosen in a form (select, raw id or autocomplete) must be one the user sees."""
+        from .models import Subject
+
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if field is not None and db_field.related_model is Subject:
+            field.queryset = visible_subjects(request.user, field.queryset)
+        return field
 
 
 class ServiceAdmin(admin.ModelAdmin):

@@ -11,11 +11,13 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from common.api.scoping import ScopedQuerysetMixin, scope_filter
 from common.errors import ServiceError
 from tags.api.profile import subject_tag_groups
 from tags.api.profile_serializers import SubjectTagGroupSerializer
 
 from .. import services
+from ..access import visible_subject_filter
 from ..models import Relationship, RelationshipType, Subject, SubjectType
 from .filters import RelationshipFilter, RelationshipTypeFilter, SubjectFilter, SubjectTypeFilter
 from .serializers import (
@@ -35,8 +37,11 @@ from .serializers import (
 ERRORS = {400: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer, 409: ErrorSerializer}
 
 
-class ServiceBackedViewSet(viewsets.ModelViewSet):
-    """A ModelViewSet whose writes call ``save_service`` / ``delete_service``.
+class ServiceBackedViewSet(ScopedQuerysetMixin, viewsets.ModelViewSet):
+    """A scoped ModelViewSet whose writes call ``save_service`` / ``delete_service``.
+
+    ``scope_field`` (see ``common.api.scoping``) filters every read, so out-of-scope objects
+    answer 404; the services check what a write targets.
 
     ``write_serializer_class`` documents the request body; the service is the
     single place that validates it, so errors come in the API's one shape.
@@ -106,9 +111,15 @@ def _require(request: Request, *perms: str) -> None:
     destroy=extend_schema(responses={204: None, **ERRORS}),
 )
 class SubjectTypeViewSet(ServiceBackedViewSet):
-    queryset = SubjectType.objects.annotate(subject_count=Count("subjects")).order_by("id")
+    queryset = SubjectType.objects.order_by("id")
     serializer_class = SubjectTypeSerializer
     filterset_class = SubjectTypeFilter
+    scope_field = None  # reference data; its subject counts are scoped below
+
+    def get_queryset(self):
+        """``subject_count`` counts only the subjects the user sees (a count is a read too)."""
+        visible = visible_subject_filter(self.request.user, "subjects")
+        return super().get_queryset().annotate(subject_count=Count("subjects", filter=visible or None))
 
     def save_service(self, data, instance=None):
         serializer = SubjectTypeSerializer(instance, data=data, partial=instance is not None)
@@ -129,6 +140,7 @@ class RelationshipTypeViewSet(ServiceBackedViewSet):
     queryset = RelationshipType.objects.select_related("from_type", "to_type", "subject_type").order_by("id")
     serializer_class = RelationshipTypeSerializer
     filterset_class = RelationshipTypeFilter
+    scope_field = None
 
     def save_service(self, data, instance=None):
         serializer = RelationshipTypeSerializer(instance, data=data, partial=instance is not None)
@@ -153,6 +165,7 @@ class SubjectViewSet(ServiceBackedViewSet):
     read_serializer_class = SubjectSerializer
     write_serializer_class = SubjectWriteSerializer
     filterset_class = SubjectFilter
+    scope_field = ""
 
     def save_service(self, data, instance=None):
         return services.subject_save(actor=self.request.user, data=data, instance=instance)
@@ -164,7 +177,7 @@ class SubjectViewSet(ServiceBackedViewSet):
         """
         subject = self.get_object()
         allowed = request.user.has_perm("tags.view_tagvalue")
-        subject.tag_groups_shown = subject_tag_groups(subject.pk) if allowed else None
+        subject.tag_groups_shown = subject_tag_groups(subject.pk, user=request.user) if allowed else None
         return Response(SubjectDetailSerializer(subject, context=self.get_serializer_context()).data)
 
     @extend_schema(
@@ -175,7 +188,7 @@ class SubjectViewSet(ServiceBackedViewSet):
     def tags(self, request: Request, pk=None) -> Response:
         _require(request, "tags.view_tagvalue")
         subject = self.get_object()
-        return Response(SubjectTagGroupSerializer(subject_tag_groups(subject.pk), many=True).data)
+        return Response(SubjectTagGroupSerializer(subject_tag_groups(subject.pk, user=request.user), many=True).data)
 
     def delete_service(self, instance):
         services.subject_delete(actor=self.request.user, subject=instance)
@@ -206,7 +219,8 @@ class SubjectViewSet(ServiceBackedViewSet):
         _require(request, "subjects.view_relationship")
         subject = self.get_object()
         direction = request.query_params.get("direction")
-        queryset = Relationship.objects.select_related("relationship_type")
+        visible = scope_filter(request.user, ("from_subject", "to_subject"))
+        queryset = Relationship.objects.select_related("relationship_type").filter(visible)
         if direction == "outgoing":
             queryset = queryset.filter(from_subject=subject)
         elif direction == "incoming":
@@ -234,6 +248,7 @@ class RelationshipViewSet(ServiceBackedViewSet):
     read_serializer_class = RelationshipSerializer
     write_serializer_class = RelationshipWriteSerializer
     filterset_class = RelationshipFilter
+    scope_field = ("from_subject", "to_subject")  # visible when both ends are
 
     def save_service(self, data, instance=None):
         return services.relationship_save(actor=self.request.user, data=data, instance=instance)
