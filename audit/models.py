@@ -52,6 +52,7 @@ class TagUsage(models.Model):
 
     class Meta:
         ordering = ["-day", "tag", "kind"]
+        verbose_name = verbose_name_plural = "tag usage"
         constraints = [models.UniqueConstraint(fields=["tag", "day", "kind"], name="tag_usage_unique_day_kind")]
 
     def __str__(self) -> str:
