@@ -186,3 +186,58 @@ def oneid_lookup(*, type_code: str, value: str, scope: str | None = None, includ
     )[:20]
     rules = load_rules() if include_records else None
     return [oneid_detail(o, rules, include_records=include_records) for o in oneids]
+
+
+def oneid_lookup_many(
+    keys: list[tuple[str, str, str | None]],
+) -> dict[tuple[str, str, str | None], list[dict] | ServiceError]:
+    """``oneid_lookup`` for many ``(type_code, value, scope)`` keys at once, set-based (event attribution).
+
+    Per key: the OneIDs holding the value, ``[{"id", "status"}]`` (at most 20, by id), or the
+    ``ServiceError`` ``oneid_lookup`` would raise (unknown type, a value that does not
+    normalize). Four queries whatever the number of keys, instead of a handful per key.
+    """
+    from .models import OneId
+
+    types = {t.code: t for t in IdentifierType.objects.filter(code__in={k[0] for k in keys})}
+    sources = [SourceScope(s.code, s.subject_type_id, s.app_id, s.open_platform_id) for s in SourceSystem.objects.all()]
+    answers: dict = {}
+    wanted: dict[tuple[int, str], set] = {}  # (graph key, spelling) → the lookup keys asking for it
+    for key in keys:
+        type_code, value, scope = key
+        identifier_type = types.get(type_code)
+        if identifier_type is None:
+            answers[key] = ServiceError.single("type", f"No identifier type {type_code!r}.", "not_found")
+            continue
+        normalizer = NORMALIZERS[identifier_type.normalizer]
+        try:
+            cleaned = normalizer.clean(value)
+            spellings = {cleaned, normalizer.finish(cleaned)}
+        except NormalizeError as exc:
+            answers[key] = ServiceError.single("value", f"{type_code} {exc}")
+            continue
+        answers[key] = []
+        scopes = {(s.subject_type_id, s.scope_for(identifier_type.scoping)) for s in sources}
+        for type_id, one_scope in scopes:
+            if scope is not None and one_scope != scope:
+                continue
+            for spelling in spellings:
+                wanted.setdefault(
+                    (link_key(type_id, f"t{identifier_type.id}", one_scope, spelling), spelling), set()
+                ).add(key)
+    if not wanted:
+        return answers
+    found = Identifier.objects.filter(key__in={k for k, _ in wanted}, value__in={v for _, v in wanted})
+    holders: dict[int, set] = {}
+    for graph_key, value, record_id in found.values_list("key", "value", "record_id"):
+        for key in wanted.get((graph_key, value), ()):
+            holders.setdefault(record_id, set()).add(key)
+    oneid_of = dict(SourceRecord.objects.filter(id__in=list(holders)).exclude(oneid=None).values_list("id", "oneid_id"))
+    status = dict(OneId.objects.filter(subject_id__in=set(oneid_of.values())).values_list("subject_id", "status"))
+    per_key: dict = {}
+    for record_id, oneid in oneid_of.items():
+        for key in holders[record_id]:
+            per_key.setdefault(key, set()).add(oneid)
+    for key, oneids in per_key.items():
+        answers[key] = [{"id": o, "status": status.get(o)} for o in sorted(oneids)[:20]]
+    return answers

@@ -10,8 +10,9 @@ the real-time engine is asked, after that commit, to refresh the tags that read
 them (one task per batch).
 
 Attribution: ``subject`` (an id) or ``identifier`` ({"type": "phone", "value": …,
-"scope"?: …}) resolved to a OneID subject through ``identity.services`` when it
-offers a lookup; otherwise an identifier is a per-item error, never dropped.
+"scope"?: …}) resolved to a OneID subject through ``identity.selectors`` (one
+set-based lookup for the batch); without identity an identifier is a per-item
+error, never dropped.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from django.utils import timezone
 
 from audit.services import bulk_write_record
 from common.errors import ItemError, ServiceError
-from subjects.models import Subject
 
 SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 FIELDS = {"subject", "identifier", "type", "occurred_at", "properties", "source", "event_id"}
@@ -66,7 +66,7 @@ def ingest_events(*, actor, items: Sequence[object], max_items: int | None = Non
         raise ServiceError.single("items", f"A batch holds at most {max_items} events; got {len(items)}.", "too_many")
     errors: list[ItemError] = []
     parsed = _parse(items, errors)
-    _attribute(parsed, errors)
+    types = _attribute(parsed, errors)
     if errors:
         errors.sort(key=lambda e: (e.index if e.index is not None else -1, e.field))
         raise ServiceError(
@@ -90,9 +90,8 @@ def ingest_events(*, actor, items: Sequence[object], max_items: int | None = Non
             from tags.realtime.planner import plan_for_events
 
             by_index = {item.index: item for item in parsed}
-            enqueue_after_commit(
-                plan_for_events((r.subject, by_index[r.index].type) for r in new), correlation_id=correlation_id
-            )
+            plan = plan_for_events(((r.subject, by_index[r.index].type) for r in new), subject_types=types)
+            enqueue_after_commit(plan, correlation_id=correlation_id)
     return results
 
 
@@ -185,8 +184,12 @@ def _identifier_ok(value: object) -> bool:
 # ---- attribution -------------------------------------------------------------------------------
 
 
-def _attribute(parsed: list[_Item], errors: list[ItemError]) -> None:
-    """Resolve identifiers to subjects (OneID) and check every subject id exists (one query)."""
+def _attribute(parsed: list[_Item], errors: list[ItemError]) -> dict[int, int]:
+    """Resolve identifiers to subjects (OneID), check every subject exists; ``{subject: subject type}``.
+
+    One query for all the subjects (the real-time planner reuses its answer), as an
+    array parameter rather than a thousand placeholders.
+    """
     by_identifier = [item for item in parsed if item.identifier is not None]
     if by_identifier:
         lookup = identifier_lookup()
@@ -209,11 +212,24 @@ def _attribute(parsed: list[_Item], errors: list[ItemError]) -> None:
                 if problem is not None:
                     errors.append(ItemError(item.index, f"identifier.{problem[0]}", problem[1], problem[2]))
                 item.subject = subject
-    ids = {item.subject for item in parsed if item.identifier is None and item.subject is not None}
-    known = set(Subject.objects.filter(id__in=ids).values_list("id", flat=True)) if ids else set()
+    types = _subject_types({item.subject for item in parsed if item.subject is not None})
     for item in parsed:
-        if item.identifier is None and item.subject is not None and item.subject not in known:
+        if item.identifier is None and item.subject is not None and item.subject not in types:
             errors.append(ItemError(item.index, "subject", f"Subject {item.subject} does not exist.", "unknown"))
+    return types
+
+
+def _subject_types(ids: set[int]) -> dict[int, int]:
+    if not ids:
+        return {}
+    if connection.vendor == "postgresql":
+        sql, params = "SELECT id, subject_type_id FROM subjects_subject WHERE id = ANY(%s::bigint[])", [sorted(ids)]
+    else:
+        sql = "SELECT id, subject_type_id FROM subjects_subject WHERE id IN (SELECT value FROM json_each(%s))"
+        params = [orjson.dumps(sorted(ids)).decode()]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return dict(cursor.fetchall())
 
 
 def _key(identifier: Mapping) -> tuple[str, str, str | None]:
@@ -226,43 +242,54 @@ Answer = tuple[int | None, tuple[str, str, str] | None]  # (subject id, (field, 
 def identifier_lookup():
     """``keys -> {key: Answer}`` through OneID, or None when the identity app is absent.
 
-    Uses ``identity.services.subjects_for_identifiers`` (a batch lookup) when identity
-    offers it, else ``identity.selectors.oneid_lookup`` once per distinct identifier.
+    Uses ``identity.selectors.oneid_lookup_many`` (set-based, a few queries for the whole
+    batch) when identity offers it, else ``identity.selectors.oneid_lookup`` once per
+    distinct identifier.
     """
     try:
-        from identity import selectors, services
+        from identity import selectors
     except ImportError:
         return None
-    batch = getattr(services, "subjects_for_identifiers", None)
-    if callable(batch):
-        return batch
+    many = getattr(selectors, "oneid_lookup_many", None)
+    if callable(many):
+        return lambda keys: _answers(many(keys))
     single = getattr(selectors, "oneid_lookup", None)
     if not callable(single):
         return None
 
     def lookup(keys: list[tuple[str, str, str | None]]) -> dict:
-        answers: dict = {}
+        found: dict = {}
         for key in keys:
             type_code, value, scope = key
             try:
-                found = single(type_code=type_code, value=value, scope=scope)
+                found[key] = single(type_code=type_code, value=value, scope=scope, include_records=False)
             except ServiceError as error:
-                field = error.errors[0].field if error.errors else "value"
-                answers[key] = (None, (field, error.message, error.code))
-                continue
-            subjects = sorted({o["id"] for o in found if o.get("status") == "active"} or {o["id"] for o in found})
-            if not subjects:
-                answers[key] = (None, ("value", f"No OneID holds this {type_code}.", "unknown"))
-            elif len(subjects) > 1:
-                answers[key] = (
-                    None,
-                    ("value", f"{len(subjects)} OneIDs hold this {type_code}; send the subject id.", "ambiguous"),
-                )
-            else:
-                answers[key] = (subjects[0], None)
-        return answers
+                found[key] = error
+        return _answers(found)
 
     return lookup
+
+
+def _answers(found: Mapping) -> dict:
+    """``{key: OneIDs found | ServiceError}`` → ``{key: Answer}``: one active OneID, else a problem."""
+    answers: dict = {}
+    for key, result in found.items():
+        type_code = key[0]
+        if isinstance(result, ServiceError):
+            field = result.errors[0].field if result.errors else "value"
+            answers[key] = (None, (field, result.message, result.code))
+            continue
+        subjects = sorted({o["id"] for o in result if o.get("status") == "active"} or {o["id"] for o in result})
+        if not subjects:
+            answers[key] = (None, ("value", f"No OneID holds this {type_code}.", "unknown"))
+        elif len(subjects) > 1:
+            answers[key] = (
+                None,
+                ("value", f"{len(subjects)} OneIDs hold this {type_code}; send the subject id.", "ambiguous"),
+            )
+        else:
+            answers[key] = (subjects[0], None)
+    return answers
 
 
 # ---- writing -----------------------------------------------------------------------------------

@@ -229,14 +229,22 @@ def _rule_affected(index, dependent, source, source_id: int, changed: list[int])
 # ---- planning from inputs ----------------------------------------------------------------------
 
 
-def plan_for_events(events: Iterable[tuple[int, str]]) -> Plan:
-    """Events ``(subject_id, type)`` → the rule tags aggregating that event type, on those subjects."""
+def plan_for_events(events: Iterable[tuple[int, str]], *, subject_types: dict[int, int] | None = None) -> Plan:
+    """Events ``(subject_id, type)`` → the rule tags aggregating that event type, on those subjects.
+
+    ``subject_types`` (``{subject: type}``, known to the caller) saves the lookup; event types
+    that no tag reads cost nothing.
+    """
     index = tag_index.current()
     plan = Plan()
     by_type: dict[str, set[int]] = {}
     for subject_id, event_type in events:
-        by_type.setdefault(event_type, set()).add(subject_id)
-    types = _subject_types({i for ids in by_type.values() for i in ids})
+        if event_type in index.by_event_type:
+            by_type.setdefault(event_type, set()).add(subject_id)
+    if not by_type:
+        return plan
+    wanted = {i for ids in by_type.values() for i in ids}
+    types = subject_types if subject_types is not None and wanted <= subject_types.keys() else _subject_types(wanted)
     for event_type, ids in by_type.items():
         for tag_id in index.by_event_type.get(event_type, ()):
             type_id = index.tags[tag_id].subject_type_id

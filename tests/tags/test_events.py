@@ -127,6 +127,42 @@ def test_identifier_attribution_through_oneid(api, world):
     assert Event.objects.count() == 1
 
 
+def test_identifiers_are_resolved_set_based(api, world):
+    """A batch attributed by identifier costs the same queries for 1 identifier as for 3; the answers
+    equal one lookup per identifier (oneid_lookup)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from identity.defaults import install_defaults
+    from identity.models import SourceSystem
+    from identity.selectors import oneid_lookup, oneid_lookup_many
+    from tests.identity.helpers import oneid_of, push
+
+    install_defaults()
+    SourceSystem.objects.create(code="crm", name="CRM", kind="crm", trust_rank=90, subject_type=world.member_type)
+    phones = ["13900001111", "13900003333", "13900004444"]
+    for n, phone in enumerate(phones):
+        push(("crm", f"c{n}", {"name": f"P{n}", "phone": phone}))
+    by_phone = [{"type": "phone", "value": p} for p in phones]
+    counts = []
+    for size in (1, 3):
+        items = [event(None, size * 10 + i, subject=None, identifier=by_phone[i]) for i in range(size)]
+        with CaptureQueriesContext(connection) as queries:
+            response = api.post(BATCH, {"items": items}, format="json")
+        assert response.status_code == 200, response.json()
+        assert [r["subject"] for r in response.json()["results"]] == [oneid_of("crm", f"c{i}") for i in range(size)]
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
+    keys = [("phone", "13900001111", None), ("phone", "no digits", None), ("fax", "1", None)]
+    many = oneid_lookup_many(keys)
+    assert [o["id"] for o in many[keys[0]]] == [o["id"] for o in oneid_lookup(type_code="phone", value="13900001111")]
+    assert many[keys[1]].errors[0].field == "value" and many[keys[2]].code == "not_found"
+    bad = api.post(
+        BATCH, {"items": [event(None, 99, subject=None, identifier={"type": "fax", "value": "1"})]}, format="json"
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["details"][0]["field"] == "identifier.type"
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_identical_posts_store_one_event(world):
