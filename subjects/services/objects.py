@@ -31,6 +31,7 @@ from ..models import (
 )
 from ..schemas import schema_definition_errors
 from .relationship_bulk import relationship_bulk_upsert
+from .scope_checks import require_visible
 from .subject_bulk import subject_bulk_upsert
 
 TYPE_FIELDS = (
@@ -54,12 +55,14 @@ RELATIONSHIP_TYPE_FIELDS = (
 
 
 def _single(exc: ServiceError) -> ServiceError:
-    """A batch-of-one error without the meaningless ``index``."""
-    return ServiceError(
+    """A batch-of-one error without the meaningless ``index`` (and with the batch's status)."""
+    single = ServiceError(
         exc.message if len(exc.errors) != 1 else exc.errors[0].message,
         [ItemError(None, e.field, e.message, e.code) for e in exc.errors],
         exc.code,
     )
+    single.status_code = exc.status_code
+    return single
 
 
 def _diff(old, new) -> dict | None:
@@ -292,6 +295,7 @@ def _subject_item(subject: Subject) -> dict:
 
 def subject_delete(*, actor, subject: Subject) -> None:
     """Delete a subject with its relationships (and their relationship subjects)."""
+    require_visible(actor, [subject.pk], "subject")
     touching = Relationship.objects.filter(Q(from_subject=subject) | Q(to_subject=subject))
     try:
         with transaction.atomic(), disable_auditlog():
@@ -363,6 +367,7 @@ def _relationship_item(rel: Relationship) -> dict:
 
 
 def relationship_delete(*, actor, relationship: Relationship) -> None:
+    require_visible(actor, [relationship.from_subject_id, relationship.to_subject_id], "relationship")
     with transaction.atomic(), disable_auditlog():
         audit_log_entry(relationship, action=LogEntry.Action.DELETE, changes=_diff(relationship, None), actor=actor)
         subject = relationship.subject

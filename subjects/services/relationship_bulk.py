@@ -28,6 +28,7 @@ from ..schemas import MAX_ID, attribute_error, attributes_encoding_error, valid_
 from .item_checks import KEY_LIMITS, encoded_attributes, external_key
 from .recordset import guarded_upsert, recordset_param, recordset_sql
 from .references import KeyRef, parse_ref, subject_types_by_id, subjects_by_id, subjects_by_key
+from .scope_checks import invisible_ids, not_found, refuse, restricted, stored_out_of_scope, stored_relationship_ends
 from .subject_bulk import BulkResult, ItemResult, count_statuses, upsert_subject_rows
 from .type_lookup import types_by_code
 
@@ -119,6 +120,8 @@ def relationship_bulk_upsert(
         _resolve_ends(parsed, errors)
     if errors:
         raise ServiceError(f"{len({e.index for e in errors})} of {len(items)} items are invalid.", errors)
+    if restricted(actor) is not None:
+        refuse(_scope_errors(actor, parsed))
     _assign_slots(parsed)
     try:
         with transaction.atomic():
@@ -156,6 +159,23 @@ def relationship_bulk_upsert(
         ) from exc
     results.sort(key=lambda r: r.index)
     return BulkResult(results=results, correlation_id=correlation_id, counts=counts)
+
+
+def _scope_errors(actor, items: list[_Item]) -> list[ItemError]:
+    """Both ends of every relationship, and both stored ends of one it would update, must be
+    visible to the actor (a relationship is visible when both its ends are): two queries for
+    the batch. A hidden end is reported like a missing one."""
+    stored = stored_relationship_ends(item.key for item in items)
+    ends = {item.ids[end] for item in items for end in ("from", "to")}
+    hidden = invisible_ids(actor, ends.union(*stored.values()))
+    errors = []
+    for item in items:
+        for end in ("from", "to"):
+            if item.ids[end] in hidden:
+                errors.append(not_found(item.index, end, item.ids[end]))
+        if hidden.intersection(stored.get(item.key, ())):
+            errors.append(stored_out_of_scope(item.index, "relationship"))
+    return errors
 
 
 def _parse(items: Sequence[Mapping], errors: list[ItemError]) -> list[_Item]:

@@ -24,6 +24,14 @@ from ..schemas import MAX_ID, attribute_error, attributes_encoding_error, valid_
 from .item_checks import KEY_LIMITS, encoded_attributes, external_key
 from .recordset import guarded_upsert, recordset_param, recordset_sql
 from .references import KeyRef, Ref, parse_ref, subjects_by_id, subjects_by_key
+from .scope_checks import (
+    invisible_ids,
+    not_found,
+    refuse,
+    restricted,
+    stored_out_of_scope,
+    uncovered_target_errors,
+)
 from .type_lookup import types_by_code
 
 SCOPE_FIELDS = ("business_line", "brand", "region")
@@ -96,9 +104,14 @@ def subject_bulk_upsert(
     waves = _waves(parsed, errors)
     if errors:
         raise ServiceError("References between items of the batch form a cycle.", errors)
+    checked = restricted(actor) is not None
+    if checked:
+        refuse(_scope_errors(actor, parsed))
     with transaction.atomic():
         results = _write_waves(waves)
         _refuse_parent_cycles(parsed, results)
+        if checked:  # scopes named by key of an item of this batch are known only now
+            refuse(_target_errors(actor, [item for item in parsed if _scope_in_batch(item)]))
         counts = count_statuses(results)
         written = sorted(r.id for r in results if r.status != "unchanged")
         correlation_id = bulk_write_record(
@@ -111,6 +124,33 @@ def subject_bulk_upsert(
         )
     results.sort(key=lambda r: r.index)
     return BulkResult(results=results, correlation_id=correlation_id, counts=counts)
+
+
+def _scope_in_batch(item: _Item) -> bool:
+    return any(isinstance(item.refs.get(name), tuple) for name in SCOPE_FIELDS)
+
+
+def _target_errors(actor, items: list[_Item]) -> list[ItemError]:
+    targets = [(item.index, tuple(item.ids.get(name) for name in SCOPE_FIELDS)) for item in items]
+    return uncovered_target_errors(actor, targets)
+
+
+def _scope_errors(actor, items: list[_Item]) -> list[ItemError]:
+    """The target scope of every item, the stored subject it would update and its parent must
+    all be the actor's: three queries for the whole batch (region ancestors, stored keys, one
+    visibility probe of stored rows and parents together)."""
+    errors = _target_errors(actor, [item for item in items if not _scope_in_batch(item)])
+    stored = subjects_by_key(item.key for item in items)
+    parents = {item.index: item.ids["parent"] for item in items if item.ids.get("parent") is not None}
+    hidden = invisible_ids(actor, [*stored.values(), *parents.values()])
+    if not hidden:
+        return errors
+    for item in items:
+        if stored.get(item.key) in hidden:
+            errors.append(stored_out_of_scope(item.index, "subject"))
+        if parents.get(item.index) in hidden:
+            errors.append(not_found(item.index, "parent", parents[item.index]))
+    return errors
 
 
 def _refuse_parent_cycles(items: list[_Item], results: list[ItemResult]) -> None:
