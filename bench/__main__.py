@@ -15,12 +15,14 @@ BENCHMARKS = {
     "tag_rules": "bench.tag_rules",
     "oneid": "bench.oneid",
     "propagation": "bench.propagation",
+    "tag_usage": "bench.tag_usage",
 }
 DESCRIPTIONS = {
     "bulk_upsert": "bulk upsert of 1M subjects + 3M relationships via the services vs COPY (ci: 100k + 300k)",
     "tag_rules": "rule tags over 1M members / 5M events vs hand-written SQL; 100-subject recompute p95; worker memory",
     "oneid": "OneID ingest of 1M source records, batch resolution vs COPY + scipy, incremental p95",
     "propagation": "roll-up / push-down propagation vs hand-written SQL; event -> downstream tags latency",
+    "tag_usage": "tag values list per request with vs without tag usage recording (the overhead)",
 }
 
 
