@@ -291,8 +291,10 @@ class EventSubjectFilter(InputFilter):
         if not self.value():
             return queryset
         subject_id = self.integer()
-        if connection.vendor == "postgresql":
-            return queryset.filter(Q(summary__ids__contains=[subject_id]) | Q(summary__subject_id=subject_id))
+        if connection.vendor == "postgresql":  # containment: served by a GIN (jsonb_path_ops) index
+            return queryset.filter(
+                Q(summary__contains={"ids": [subject_id]}) | Q(summary__contains={"subject_id": subject_id})
+            )
         table = DomainEvent._meta.db_table
         return queryset.extra(  # SQLite has no JSON containment: the same test over json_each
             where=[
@@ -310,7 +312,10 @@ class EventTagFilter(InputFilter):
     def queryset(self, request, queryset):
         if not self.value():
             return queryset
-        return queryset.filter(summary__tag_id=self.integer())
+        tag_id = self.integer()
+        if connection.vendor == "postgresql":
+            return queryset.filter(summary__contains={"tag_id": tag_id})
+        return queryset.filter(summary__tag_id=tag_id)
 
 
 @admin.register(DomainEvent)
