@@ -132,6 +132,13 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "common.api.errors.exception_handler",
+    # Per kind of caller (see common.api.throttling): 429 with Retry-After beyond the rate.
+    "DEFAULT_THROTTLE_CLASSES": ["common.api.throttling.RoleRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("TAGWEAVE_THROTTLE_ANON", "120/min"),
+        "user": os.environ.get("TAGWEAVE_THROTTLE_USER", "1200/min"),
+        "integration": os.environ.get("TAGWEAVE_THROTTLE_INTEGRATION", "6000/min"),
+    },
 }
 
 SPECTACULAR_SETTINGS = {

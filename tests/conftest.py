@@ -18,6 +18,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttle_counters():
+    """API throttle counters live in the process's cache: each test starts with none, so a
+    test never sees 429s earned by the ones before it (user ids repeat on SQLite)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def admin_user(db):
     return UserFactory(is_superuser=True, is_staff=True, username="admin")
