@@ -167,7 +167,11 @@ class OneIdStatus(models.TextChoices):
 class OneId(models.Model):
     """State of a OneID subject. A OneID that loses all its records is retired, not deleted."""
 
-    subject = models.OneToOneField(Subject, primary_key=True, on_delete=models.CASCADE, related_name="oneid")
+    # No database constraint (as Identifier.record): the batch creates ~750k of these per million records
+    # set-based, and a deferred check per row cost more than the insert. The ORM still cascades.
+    subject = models.OneToOneField(
+        Subject, primary_key=True, on_delete=models.CASCADE, related_name="oneid", db_constraint=False
+    )
     status = models.CharField(max_length=10, choices=OneIdStatus.choices, default=OneIdStatus.ACTIVE)
     merged_into = models.ForeignKey(Subject, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -184,14 +188,25 @@ class SourceRecord(models.Model):
     """A person (or doctor, clinic) as one source system knows them; never deleted by a merge."""
 
     id = models.BigAutoField(primary_key=True)
-    source = models.ForeignKey(SourceSystem, on_delete=models.PROTECT, related_name="records")
+    # Indexed by source_record_unique_key (source first): a second index would only slow every write.
+    source = models.ForeignKey(SourceSystem, on_delete=models.PROTECT, related_name="records", db_index=False)
     external_id = models.CharField(max_length=128)
     raw = models.JSONField(default=dict)
     content_hash = models.CharField(max_length=32)
     brand = models.ForeignKey(
         Subject, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
     )
-    oneid = models.ForeignKey(Subject, null=True, blank=True, on_delete=models.SET_NULL, related_name="source_records")
+    # No database constraint: the batch assigns a million rows in one UPDATE, and the deferred check
+    # (a FOR KEY SHARE probe per row at commit) cost as much as the update. OneID subjects are retired,
+    # never deleted, by the services; the ORM still sets NULL on a delete.
+    oneid = models.ForeignKey(
+        Subject,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="source_records",
+        db_constraint=False,
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -41,6 +41,8 @@ from ..models import DoNotLinkSide, Identifier, ManualLink, MergeEvent, MergeKin
 from ..relationships import follow_records
 from ..scoping import sync_oneid_scopes
 from .apply import choose_oneids, golden_items
+from .copy import copy_in
+from .golden_sql import write_golden
 from .partition import partition
 from .region import Region, region_graph, rule_label, value_label
 
@@ -303,6 +305,18 @@ def _golden(records, labels, changed_labels, chosen, actor, rules, result) -> di
     """Upsert the OneID subjects of changed groups in chunks; returns label -> new subject id."""
     if not changed_labels:
         return {}
+    if connection.vendor == "postgresql":
+        created = write_golden(
+            labels=labels,
+            records=records,
+            changed=np.array(sorted(changed_labels), dtype=np.int64),
+            chosen=chosen,
+            rules=rules,
+            actor=actor,
+            correlation_id=result.correlation_id,
+        )
+        result.created = len(created)
+        return created
     changed = np.isin(labels, list(changed_labels))
     by_label: dict[int, list[int]] = {}
     for label, record in zip(labels[changed].tolist(), records[changed].tolist(), strict=True):
@@ -351,8 +365,7 @@ def _write_assignment(ids: np.ndarray, oneids: np.ndarray) -> None:
     with connection.cursor() as cursor:
         cursor.execute("CREATE TEMP TABLE IF NOT EXISTS tw_stage_identity_assignment (id bigint, oneid bigint)")
         cursor.execute("TRUNCATE tw_stage_identity_assignment")
-        with cursor.cursor.copy("COPY tw_stage_identity_assignment (id, oneid) FROM STDIN") as copy:
-            copy.write(b"".join(b"%d\t%d\n" % pair for pair in zip(ids.tolist(), oneids.tolist(), strict=True)))
+        copy_in(cursor, "tw_stage_identity_assignment", ids, oneids)
         cursor.execute(
             "UPDATE identity_sourcerecord s SET oneid_id = a.oneid FROM tw_stage_identity_assignment a"
             " WHERE s.id = a.id AND s.oneid_id IS DISTINCT FROM a.oneid"
