@@ -4,6 +4,12 @@ verbs as buttons — preview (counts per value and changes), activate a version,
 Verbs are POSTs to the tag's own admin URLs that call ``tags.services`` and report
 the outcome as a message; a refusal (an archive while other tags read the tag)
 shows the service's message, which lists the dependents.
+
+Access (``tags.access``): lists and pages hold only groups and tags the operator may see; a
+visible one they may not edit opens read-only, and its verbs are refused. Both admins are
+guardian's object-permission admins ("Object permissions" on the page), where an operator who
+may edit a group or a tag grants view / use / change on it to users and groups — a grant on a
+group covers all its tags.
 """
 
 from __future__ import annotations
@@ -16,30 +22,86 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from guardian.admin import GuardedModelAdminMixin
 
 from common.errors import ServiceError
+from subjects.access import visible_subjects
 from subjects.admin_base import ServiceAdmin
+from tags import access
 from tags.models import Computation, TagDefinition, TagDependency, TagGroup, TagRule
 from tags.services import definitions, recompute
 
 from .forms import TagDefinitionForm, TagGroupForm
 
 
+class TagAccessAdminMixin(GuardedModelAdminMixin):
+    """Visible objects only; change (and managing grants) only on editable ones.
+
+    The grant pages are guardian's; they are reached only for an object the operator may edit,
+    so nobody hands out access they do not hold.
+    """
+
+    def visible(self, request, queryset):
+        raise NotImplementedError
+
+    def editable(self, request, queryset):
+        raise NotImplementedError
+
+    def get_queryset(self, request):
+        return self.visible(request, super().get_queryset(request))
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        if not super().has_change_permission(request, obj):
+            return False
+        return obj is None or self.editable(request, type(obj).objects.filter(pk=obj.pk)).exists()
+
+    def _may_grant(self, request, object_pk) -> None:
+        pk = _version(str(object_pk))
+        found = self.editable(request, self.model.objects.filter(pk=pk)).exists() if pk else False
+        if not (found and super().has_change_permission(request, None)):
+            raise PermissionDenied
+
+    def obj_perms_manage_view(self, request, object_pk):
+        self._may_grant(request, object_pk)
+        return super().obj_perms_manage_view(request, object_pk)
+
+    def obj_perms_manage_user_view(self, request, object_pk, user_id):
+        self._may_grant(request, object_pk)
+        return super().obj_perms_manage_user_view(request, object_pk, user_id)
+
+    def obj_perms_manage_group_view(self, request, object_pk, group_id):
+        self._may_grant(request, object_pk)
+        return super().obj_perms_manage_group_view(request, object_pk, group_id)
+
+
 @admin.register(TagGroup)
-class TagGroupAdmin(ServiceAdmin):
+class TagGroupAdmin(TagAccessAdminMixin, ServiceAdmin):
     form = TagGroupForm
     actions = []
-    list_display = ("code", "name", "subject_type", "position")
-    list_filter = ("subject_type",)
-    list_select_related = ("subject_type",)
+    list_display = ("code", "name", "subject_type", "brand", "view_policy", "use_policy", "edit_policy", "position")
+    list_filter = ("subject_type", "view_policy", "use_policy", "edit_policy")
+    list_select_related = ("subject_type", "brand")
     search_fields = ("code", "name")
+
+    def visible(self, request, queryset):
+        return access.visible_groups(request.user, queryset)
+
+    def editable(self, request, queryset):
+        return access.editable_groups(request.user, queryset)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        """A brand is chosen among the brands the operator sees (the service checks they hold it)."""
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "brand" and field is not None:
+            field.queryset = visible_subjects(request.user, field.queryset)
+        return field
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # groups are kept: their tags' history refers to them
 
 
 @admin.register(TagDefinition)
-class TagDefinitionAdmin(ServiceAdmin):
+class TagDefinitionAdmin(TagAccessAdminMixin, ServiceAdmin):
     form = TagDefinitionForm
     actions = ["recompute_selected"]
     list_display = (
@@ -55,15 +117,32 @@ class TagDefinitionAdmin(ServiceAdmin):
     )  # fmt: skip
     change_form_template = "admin/tags/tagdefinition/change_form.html"
 
+    def visible(self, request, queryset):
+        return access.visible_tags(request.user, queryset)
+
+    def editable(self, request, queryset):
+        return access.editable_tags(request.user, queryset)
+
     def get_queryset(self, request):
+        """Visible tags, with only the visible tags they read and are read by."""
+        user = request.user
+        dependencies = TagDependency.objects.filter(access.visible_tag_filter(user, "depends_on"))
+        dependents = TagDependency.objects.filter(access.visible_tag_filter(user, "tag"))
         return (
             super()
             .get_queryset(request)
             .prefetch_related(
-                Prefetch("dependencies", queryset=TagDependency.objects.select_related("depends_on")),
-                Prefetch("dependents", queryset=TagDependency.objects.select_related("tag")),
+                Prefetch("dependencies", queryset=dependencies.select_related("depends_on")),
+                Prefetch("dependents", queryset=dependents.select_related("tag")),
             )
         )
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        """A tag is put only in a group the operator may edit."""
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "group" and field is not None:
+            field.queryset = access.editable_groups(request.user, field.queryset)
+        return field
 
     def get_fieldsets(self, request, obj=None):
         main = ("group", "code", "name", "description", "value_type", "unit", "owner", "status", "computation")
@@ -162,7 +241,9 @@ class TagDefinitionAdmin(ServiceAdmin):
         ]
 
     def _tag(self, request, pk: int, *, change: bool) -> TagDefinition:
-        tag = get_object_or_404(TagDefinition.objects.select_related("rule", "subject_type", "group"), pk=pk)
+        """The URL's tag: 404 unless visible, 403 when a change is asked of a tag one may not edit."""
+        tags = access.visible_tags(request.user, TagDefinition.objects.select_related("rule", "subject_type", "group"))
+        tag = get_object_or_404(tags, pk=pk)
         allowed = self.has_change_permission(request, tag) if change else self.has_view_permission(request, tag)
         if not allowed:
             raise PermissionDenied
@@ -192,7 +273,7 @@ class TagDefinitionAdmin(ServiceAdmin):
             context["error"] = "This tag has no rule version to preview."
         else:
             try:
-                result = preview.preview_rule(tag, saved.document)
+                result = preview.preview_rule(tag, saved.document, user=request.user)
             except ServiceError as exc:
                 context["error"] = exc.message
                 context["errors"] = exc.errors
@@ -242,7 +323,7 @@ class TagDefinitionAdmin(ServiceAdmin):
     @admin.action(description="Recompute the selected rule tags", permissions=["change"])
     def recompute_selected(self, request, queryset):
         started, refused = [], []
-        for tag in queryset.select_related("rule")[:50]:
+        for tag in access.editable_tags(request.user, queryset.select_related("rule"))[:50]:
             try:
                 started.append(recompute.start_recompute(tag, actor=request.user).pk)
             except ServiceError as exc:

@@ -4,6 +4,9 @@ Every write is ``store.write_values(source="manual")`` with the operator as acto
 the panel's form sets or clears one assigned tag on one subject, the changelist
 action sets one tag on every selected subject through an intermediate form. Rule
 and propagated tags are refused by the service, and its message is shown.
+
+Access: the panel lists only tags the operator may see (``tags.access``); the manual edit and
+the bulk action offer and accept only tags they may edit, on subjects they may see.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from common.errors import ServiceError
+from subjects.access import visible_subjects
 from subjects.models import Subject
+from tags.access import editable_tags
 from tags.api.profile import subject_type_tags
 from tags.models import Computation, TagDefinition, TagStatus, ValueSource
 from tags.services import store
@@ -37,14 +42,16 @@ def may_set_values(request) -> bool:
 
 def subject_tags_context(request, subject: Subject) -> dict:
     """What the subject change page shows: the groups and the manual-edit form, from one query."""
-    groups, type_tags = subject_type_tags(subject)
+    groups, type_tags = subject_type_tags(subject, user=request.user)
     for group in groups:
         for tag in group["tags"]:
             tag["text"] = value_text(tag["value"])
     editable = []
     if may_set_values(request):
         editable = [
-            t for t in type_tags if t["computation"] == Computation.ASSIGNED and t["status"] != TagStatus.ARCHIVED
+            t
+            for t in type_tags
+            if t["editable"] and t["computation"] == Computation.ASSIGNED and t["status"] != TagStatus.ARCHIVED
         ]
     return {
         "tag_groups": groups,
@@ -71,9 +78,9 @@ def set_subject_value(request, subject_id: int):
     """
     if not may_set_values(request):
         raise PermissionDenied
-    subject = get_object_or_404(Subject, pk=subject_id)
+    subject = get_object_or_404(visible_subjects(request.user), pk=subject_id)
     back = reverse("admin:subjects_subject_change", args=[subject.pk]) + "#subject-tags"
-    tag = TagDefinition.objects.filter(pk=_int(request.POST.get("tag"))).first()
+    tag = editable_tags(request.user).filter(pk=_int(request.POST.get("tag"))).first()
     if tag is None:
         messages.error(request, "Choose a tag.")
         return HttpResponseRedirect(back)
@@ -104,10 +111,10 @@ class SetTagValueForm(forms.Form):
         "date: YYYY-MM-DD. Empty removes the value.",
     )
 
-    def __init__(self, *args, subject_type_ids=(), **kwargs):
+    def __init__(self, *args, subject_type_ids=(), user=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["tag"].queryset = (
-            TagDefinition.objects.filter(subject_type_id__in=subject_type_ids)
+            editable_tags(user, TagDefinition.objects.filter(subject_type_id__in=subject_type_ids))
             .exclude(status=TagStatus.ARCHIVED)
             .select_related("subject_type")
             .order_by("subject_type_id", "code")
@@ -128,7 +135,9 @@ def set_tag_value(modeladmin, request, queryset):
         modeladmin.message_user(request, f"Select at most {MAX_BULK_SUBJECTS:,} subjects at once.", messages.ERROR)
         return None
     type_ids = sorted(set(queryset.order_by().values_list("subject_type_id", flat=True).distinct()))
-    form = SetTagValueForm(request.POST if "apply" in request.POST else None, subject_type_ids=type_ids)
+    form = SetTagValueForm(
+        request.POST if "apply" in request.POST else None, subject_type_ids=type_ids, user=request.user
+    )
     if form.is_valid():
         tag = form.cleaned_data["tag"]
         if tag.computation != Computation.ASSIGNED:

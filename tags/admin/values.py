@@ -4,6 +4,10 @@ These tables are the biggest in the system: lists select their related rows in t
 same query, never count the whole table, and filter by raw ids. Values are written
 only through ``store.write_values`` (the subject page, the bulk action, imports)
 and the engine, never through these pages.
+
+Every list, filter and lookup here shows only rows of tags the operator may see
+(``tags.access``) on subjects in their scope (``subjects.access``): the filter is part of the
+list's one statement, so the query count does not grow with permissions.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from django.urls import path
 from django.utils.html import format_html
 
 from audit.usage import record_tag_use
+from subjects.access import visible_subjects
 from subjects.models import Subject
+from tags.access import visible_tag_filter, visible_tags, visible_value_filter
 from tags.models import RecomputeJob, TagDefinition, TagValue, TagValueChange
 from tags.services.values import ValueProblem
 
@@ -39,14 +45,21 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class VisibleValuesMixin:
+    """The changelist and change pages hold only visible tags' rows on visible subjects."""
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(visible_value_filter(request.user))
+
+
 class TagFilter(admin.SimpleListFilter):
-    """Tags listed with their subject type (codes repeat across types)."""
+    """Visible tags listed with their subject type (codes repeat across types)."""
 
     title = "tag"
     parameter_name = "tag"
 
     def lookups(self, request, model_admin):
-        rows = TagDefinition.objects.order_by("subject_type__code", "code").values_list(
+        rows = visible_tags(request.user, TagDefinition.objects.order_by("subject_type__code", "code")).values_list(
             "id", "subject_type__code", "code"
         )
         return [(str(i), f"{t} · {c}") for i, t, c in rows]
@@ -60,7 +73,7 @@ class TagFilter(admin.SimpleListFilter):
 
 
 @admin.register(TagValue)
-class TagValueAdmin(TagValueImportMixin, ReadOnlyAdmin):
+class TagValueAdmin(VisibleValuesMixin, TagValueImportMixin, ReadOnlyAdmin):
     list_display = ("id", "subject", "tag", "shown_value", "source", "rule_version", "updated_at")
     list_filter = (TagFilter, "source")
     list_select_related = ("subject", "tag")
@@ -85,7 +98,7 @@ class TagValueAdmin(TagValueImportMixin, ReadOnlyAdmin):
 
 
 @admin.register(TagValueChange)
-class TagValueChangeAdmin(ReadOnlyAdmin):
+class TagValueChangeAdmin(VisibleValuesMixin, ReadOnlyAdmin):
     list_display = ("id", "subject", "tag", "old", "new", "source", "rule_version", "changed_at", "correlation_id")
     list_filter = (TagFilter, "source")
     list_select_related = ("subject", "tag")
@@ -109,7 +122,7 @@ class TagValueChangeAdmin(ReadOnlyAdmin):
         ]
 
     def value_at_view(self, request):
-        form = ValueAtForm(request.GET or None)
+        form = ValueAtForm(request.GET or None, user=request.user)
         answer = form.answer() if form.is_valid() else None
         context = {**self.admin_site.each_context(request), "opts": self.opts, "title": "Value at a time"}
         return TemplateResponse(
@@ -123,8 +136,10 @@ class ValueAtForm(forms.Form):
     subject = forms.IntegerField(required=False, min_value=1, help_text="A subject id: its value then.")
     value = forms.CharField(required=False, help_text="Or a value: the subjects that had it then.")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.user = user
+        self.fields["tag"].queryset = visible_tags(user, self.fields["tag"].queryset)
         self.fields["tag"].label_from_instance = lambda t: f"{t.subject_type.code} · {t.name} ({t.code})"
 
     def clean(self):
@@ -138,11 +153,14 @@ class ValueAtForm(forms.Form):
 
         tag, at = self.cleaned_data["tag"], self.cleaned_data["at"]
         if subject := self.cleaned_data.get("subject"):
+            if not visible_subjects(self.user, Subject.objects.filter(pk=subject)).exists():
+                self.add_error("subject", f"No subject {subject}.")
+                return None
             value = history.value_at(tag, subject, at)
             return {"kind": "value", "tag": tag, "at": at, "subject": subject, "text": value_text(value)}
         value = parse_value_text(tag.value_type, self.cleaned_data["value"])
         try:
-            ids = history.subjects_with_value_at(tag, value, at)
+            ids = history.subjects_with_value_at(tag, value, at, user=self.user)
         except ValueProblem as problem:
             self.add_error("value", str(problem))
             return None
@@ -162,6 +180,9 @@ class RecomputeJobAdmin(ReadOnlyAdmin):
     )  # fmt: skip
     fields = readonly_fields
     change_form_template = "admin/tags/recomputejob/change_form.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(visible_tag_filter(request.user))
 
     @admin.display(description="progress")
     def progress(self, obj: RecomputeJob) -> str:

@@ -7,6 +7,9 @@ by id and by key), grouped by tag and written by ``store.write_values`` — the 
 validator of values — each tag in a savepoint inside one transaction, so every
 tag's problems are reported (with the request's item index) and any problem
 rolls the whole request back.
+
+Access (``tags.access``, ``subjects.access``): a tag the actor cannot see and a subject out of
+their scope are "does not exist"; a visible tag they may not edit is a per-item "forbidden".
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from django.db import transaction
 from django.db.models import Q
 
 from common.errors import ItemError, ServiceError
-from subjects.models import SubjectType
+from subjects.access import access_for, visible_subjects
+from subjects.models import Subject, SubjectType
 from subjects.services.references import KeyRef, parse_ref, subjects_by_id, subjects_by_key
+from tags.access import editable_tags, visible_tags
 from tags.models import TagDefinition, ValueSource
 from tags.services import store
 
@@ -50,7 +55,7 @@ class BulkOutcome:
 def import_values(*, actor, items: object, max_items: int) -> BulkOutcome:
     """Validate, resolve and write ``items``; raises ServiceError listing every bad item."""
     parsed = _parse(items, max_items)
-    _resolve(parsed)
+    _resolve(parsed, actor)
     return _write(actor, parsed)
 
 
@@ -95,9 +100,9 @@ def _parse_item(index: int, raw: object, errors: list[ItemError]) -> _Item | Non
     return _Item(index, subject, tag, raw["value"])
 
 
-def _resolve(items: list[_Item]) -> None:
+def _resolve(items: list[_Item], actor=None) -> None:
     """Give every item its subject id and tag definition, or raise naming each unresolved one."""
-    tags = _load_tags(items)
+    tags = _load_tags(items, actor)
     by_id = {t.pk: t for t in tags}
     by_code: dict[str, list[TagDefinition]] = defaultdict(list)
     for tag in tags:
@@ -116,6 +121,7 @@ def _resolve(items: list[_Item]) -> None:
                 keyed.append((item, type_id))
     found = subjects_by_id(i.subject for i in items if isinstance(i.subject, int))
     keys = subjects_by_key((t, i.subject.source, i.subject.external_id) for i, t in keyed)
+    found, keys = _visible_only(actor, found, keys)
     for item, type_id in keyed:
         item.subject_id = keys.get((type_id, item.subject.source, item.subject.external_id))
         if item.subject_id is None:
@@ -131,15 +137,38 @@ def _resolve(items: list[_Item]) -> None:
     for item in items:
         if item.subject_id is not None and item.index not in failed:
             item.tag_def = _tag_for(item, type_of[item.subject_id], by_id, by_code, errors)
+    _check_editable(actor, items, errors)
     if errors:
         errors.sort(key=lambda e: (e.index, e.field))
         raise ServiceError(f"{len({e.index for e in errors})} item(s) are invalid; nothing was written.", errors)
 
 
-def _load_tags(items: list[_Item]) -> list[TagDefinition]:
+def _load_tags(items: list[_Item], actor) -> list[TagDefinition]:
     ids = {i.tag for i in items if isinstance(i.tag, int)}
     codes = {i.tag for i in items if isinstance(i.tag, str)}
-    return list(TagDefinition.objects.select_related("subject_type").filter(Q(pk__in=ids) | Q(code__in=codes)))
+    named = TagDefinition.objects.select_related("subject_type").filter(Q(pk__in=ids) | Q(code__in=codes))
+    return list(named if actor is None else visible_tags(actor, named))
+
+
+def _visible_only(actor, found: dict, keys: dict) -> tuple[dict, dict]:
+    """Drop the subjects out of ``actor``'s scope (one query), so they read as unknown."""
+    if actor is None or access_for(actor).unrestricted or not (found or keys):
+        return found, keys
+    ids = set(found) | set(keys.values())
+    seen = set(visible_subjects(actor, Subject.objects.filter(pk__in=ids)).values_list("pk", flat=True))
+    return {i: s for i, s in found.items() if i in seen}, {k: i for k, i in keys.items() if i in seen}
+
+
+def _check_editable(actor, items: list[_Item], errors: list[ItemError]) -> None:
+    """A per-item error for each value of a visible tag ``actor`` may not change (one query)."""
+    tag_ids = {i.tag_def.pk for i in items if i.tag_def is not None}
+    if actor is None or not tag_ids:
+        return
+    allowed = set(editable_tags(actor, TagDefinition.objects.filter(pk__in=tag_ids)).values_list("pk", flat=True))
+    for item in items:
+        if item.tag_def is not None and item.tag_def.pk not in allowed:
+            message = f'You may not change the values of tag "{item.tag_def.code}".'
+            errors.append(ItemError(item.index, "tag", message, "forbidden"))
 
 
 def _type_ids(codes: set[str]) -> dict[str, int]:

@@ -15,7 +15,9 @@ from rest_framework.views import APIView
 
 from audit.usage import record_tag_use
 from common.errors import ServiceError
+from subjects.access import visible_subjects
 from subjects.api.serializers import ErrorSerializer
+from tags.access import redact_explanation, visible_tags
 from tags.events import ingest_events
 from tags.models import Event, TagDefinition, TagValue
 
@@ -118,6 +120,7 @@ class TagValueExplainView(APIView):
             if not raw.isdigit() or not 0 < int(raw) < 2**63:
                 raise ServiceError.single(name, f'"{name}" is a required id.')
             ids[name] = int(raw)
-        tag = get_object_or_404(TagDefinition.objects.select_related("rule"), pk=ids["tag"])
+        tag = get_object_or_404(visible_tags(request.user, TagDefinition.objects.select_related("rule")), pk=ids["tag"])
+        get_object_or_404(visible_subjects(request.user), pk=ids["subject"])
         record_tag_use([tag.pk], "read", actor=request.user)
-        return Response(explain(tag, ids["subject"]))
+        return Response(redact_explanation(request.user, tag, explain(tag, ids["subject"])))

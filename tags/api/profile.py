@@ -4,15 +4,19 @@ Shared by the subject API resource and the subject's admin page, so both show th
 same thing: per group (in display order) each tag's value with its option
 label(s), source, rule version and when it last changed, plus the tag's
 freshness (``computed_at``: when its rule last ran over all subjects).
+
+Only tags the user may see are listed (``tags.access``, a subquery in the same statement, so
+the query count does not change); the caller has already checked the subject is visible.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db.models import FilteredRelation, Q
+from django.db.models import BooleanField, Case, FilteredRelation, Q, Value, When
 
 from audit.usage import record_tag_use
+from tags.access import EDIT, tag_condition, visible_tags, visible_value_filter
 from tags.models import TagDefinition, TagOption, TagValue
 
 VALUE_FIELDS = (
@@ -48,12 +52,12 @@ def _label_of(labels: dict, tag_id: int, value: object) -> str | list[str] | Non
     return None
 
 
-def subjects_tag_groups(subject_ids: Iterable[int]) -> dict[int, list[dict]]:
-    """``{subject_id: [group, …]}``; subjects without values map to ``[]`` (two queries)."""
+def subjects_tag_groups(subject_ids: Iterable[int], *, user) -> dict[int, list[dict]]:
+    """``{subject_id: [group, …]}`` of the tags ``user`` sees; no values map to ``[]`` (two queries)."""
     ids = sorted(set(subject_ids))
     result: dict[int, list[dict]] = {i: [] for i in ids}
     rows = list(
-        TagValue.objects.filter(subject_id__in=ids)
+        TagValue.objects.filter(visible_value_filter(user), subject_id__in=ids)
         .order_by("subject_id", "tag__group__position", "tag__group__code", "tag__code")
         .values_list(*VALUE_FIELDS)
     )
@@ -93,26 +97,34 @@ def _tag_entry(entry: dict, labels: dict) -> dict:
     }
 
 
-def subject_tag_groups(subject_id: int) -> list[dict]:
-    return subjects_tag_groups([subject_id])[subject_id]
+def subject_tag_groups(subject_id: int, *, user) -> list[dict]:
+    return subjects_tag_groups([subject_id], user=user)[subject_id]
 
 
 TYPE_TAG_FIELDS = (
     "id", "code", "name", "value_type", "unit", "computation", "status", "last_computed_at", "group_id",
     "group__code", "group__name", "current__value", "current__source", "current__rule_version",
-    "current__updated_at",
+    "current__updated_at", "editable",
 )  # fmt: skip
 
 
-def subject_type_tags(subject) -> tuple[list[dict], list[dict]]:
-    """``(groups with the subject's values, every tag of its type)`` in one query (+ labels if any value).
+def subject_type_tags(subject, *, user) -> tuple[list[dict], list[dict]]:
+    """``(groups with the subject's values, every visible tag of its type)`` in one query (+ labels).
 
     The admin page needs both — what the subject has, and what an operator may set —
-    so one LEFT JOIN of the type's tags to the subject's values serves them together.
+    so one LEFT JOIN of the type's visible tags to the subject's values serves them
+    together; ``editable`` (computed in the same statement) says which ones they may set.
     """
+    condition = tag_condition(user, EDIT)
+    editable = (
+        Value(True, output_field=BooleanField())
+        if condition is None
+        else Case(When(condition, then=Value(True)), default=Value(False), output_field=BooleanField())
+    )
     rows = (
-        TagDefinition.objects.filter(subject_type_id=subject.subject_type_id)
+        visible_tags(user, TagDefinition.objects.filter(subject_type_id=subject.subject_type_id))
         .annotate(current=FilteredRelation("values", condition=Q(values__subject_id=subject.pk)))
+        .annotate(editable=editable)
         .order_by("group__position", "group__code", "code")
         .values_list(*TYPE_TAG_FIELDS)
     )

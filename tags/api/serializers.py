@@ -6,7 +6,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from subjects.api.serializers import ReferenceField
-from subjects.models import SubjectType
+from subjects.models import Subject, SubjectType
+from tags import access
 from tags.models import RecomputeJob, TagDefinition, TagGroup, TagRule
 
 TAG_STATUSES = [choice for choice, _ in TagDefinition._meta.get_field("status").choices]
@@ -23,11 +24,22 @@ class TagStatusField(serializers.ChoiceField):
 
 
 class TagGroupSerializer(serializers.ModelSerializer):
+    """A group with its owning brand and who may view, use and edit its tags (``tags.access``)."""
+
     subject_type = serializers.SlugRelatedField(slug_field="code", queryset=SubjectType.objects.all())
+    brand = serializers.PrimaryKeyRelatedField(
+        queryset=Subject.objects.filter(subject_type__scope_role="brand"),
+        required=False,
+        allow_null=True,
+        help_text="The owning brand's subject id; null: group-wide (HQ only).",
+    )
 
     class Meta:
         model = TagGroup
-        fields = ["id", "subject_type", "code", "name", "description", "position"]
+        fields = [
+            "id", "subject_type", "code", "name", "description", "position", "brand", "view_policy", "use_policy",
+            "edit_policy",
+        ]  # fmt: skip
         read_only_fields = ["id"]
 
 
@@ -75,6 +87,13 @@ class TagDefinitionWriteSerializer(serializers.Serializer):
     status = TagStatusField(required=False)
     computation = serializers.ChoiceField(choices=TagDefinition._meta.get_field("computation").choices, required=False)
     options = TagOptionSerializer(many=True, required=False)
+
+    def __init__(self, *args, **kwargs):
+        """A group the user cannot see is "does not exist", like an unknown id."""
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None:
+            self.fields["group"].queryset = access.visible_groups(request.user)
 
 
 class TagRuleSerializer(serializers.ModelSerializer):

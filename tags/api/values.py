@@ -1,4 +1,9 @@
-"""Tag values over the API: the list (built from ``values()``), the bulk import and history reads."""
+"""Tag values over the API: the list (built from ``values()``), the bulk import and history reads.
+
+A value is shown only when its tag is visible to the user (``tags.access``) and its subject is
+in their scope (``subjects.access``); otherwise it is absent, and a tag named in a query that the
+user cannot see "does not exist".
+"""
 
 from __future__ import annotations
 
@@ -15,8 +20,10 @@ from rest_framework.response import Response
 
 from audit.usage import record_tag_use
 from common.errors import ServiceError
+from subjects.access import visible_subjects
 from subjects.api.views import ERRORS
 from subjects.models import Subject
+from tags.access import visible_tags, visible_value_filter
 from tags.models import TagDefinition, TagValue
 from tags.services.values import ValueProblem
 
@@ -51,7 +58,7 @@ def tag_param(request: Request) -> TagDefinition:
     raw = (request.query_params.get("tag") or "").strip()
     if not raw:
         raise ServiceError.single("tag", "Give ?tag= (a tag id or code).", "required")
-    tags = TagDefinition.objects.select_related("subject_type")
+    tags = visible_tags(request.user, TagDefinition.objects.select_related("subject_type"))
     if raw.isascii() and raw.isdigit():
         found = list(tags.filter(pk=int(raw))[:1]) if len(raw) < 19 else []
     else:
@@ -100,6 +107,9 @@ class TagValueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         "subjects_at": HISTORY,
     }
 
+    def get_queryset(self):
+        return super().get_queryset().filter(visible_value_filter(self.request.user))
+
     def list(self, request: Request, *args, **kwargs) -> Response:
         """One query a page: rows come from ``values_list()`` (no model instances) and render with orjson."""
         queryset = self.filter_queryset(self.get_queryset()).values(*LIST_FIELDS)
@@ -138,7 +148,8 @@ class TagValueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         from tags.services import history
 
         tag, at, subject_id = tag_param(request), at_param(request), _subject_param(request)
-        if not Subject.objects.filter(pk=subject_id, subject_type_id=tag.subject_type_id).exists():
+        subjects = visible_subjects(request.user, Subject.objects.filter(pk=subject_id))
+        if not subjects.filter(subject_type_id=tag.subject_type_id).exists():
             raise ServiceError.single("subject", f"No {tag.subject_type.code} {subject_id}.", "unknown")
         value = history.value_at(tag, subject_id, at)
         record_tag_use([tag.pk], "read", actor=request.user)
@@ -164,7 +175,7 @@ class TagValueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             raise ServiceError.single("value", "Give ?value= (JSON or plain text).", "required")
         value = parse_value_param(request.query_params["value"])
         try:
-            ids = history.subjects_with_value_at(tag, value, at)
+            ids = history.subjects_with_value_at(tag, value, at, user=request.user)
         except ValueProblem as problem:
             raise ServiceError.single("value", str(problem), problem.code) from None
         record_tag_use([tag.pk], "read", actor=request.user)

@@ -1,4 +1,8 @@
-"""REST endpoints of tags: thin — they parse and shape, ``tags.services`` validates and writes."""
+"""REST endpoints of tags: thin — they parse and shape, ``tags.services`` validates and writes.
+
+Every queryset is narrowed by ``tags.access`` for the requesting user: invisible groups, tags
+and jobs answer 404; visible ones the user may not change answer 403 from the services.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from rest_framework.response import Response
 
 from common.errors import ServiceError
 from subjects.api.views import ERRORS, ServiceBackedViewSet
+from tags import access
 from tags.models import RecomputeJob, TagDefinition, TagDependency, TagGroup, TagRule
 from tags.services import definitions, recompute
 
@@ -43,7 +48,11 @@ class TagGroupViewSet(ServiceBackedViewSet):
     queryset = TagGroup.objects.select_related("subject_type").order_by("id")
     serializer_class = TagGroupSerializer
     filterset_class = TagGroupFilter
+    scope_field = None  # not subject-scoped: tags.access narrows get_queryset
     http_method_names = ["get", "post", "put", "patch", "head", "options"]
+
+    def get_queryset(self):
+        return access.visible_groups(self.request.user, super().get_queryset())
 
     def save_service(self, data, instance=None):
         serializer = TagGroupSerializer(instance, data=data, partial=instance is not None)
@@ -67,15 +76,19 @@ def _owner(data: dict) -> None:
     data["owner"] = user
 
 
-def _tag_queryset():
-    return (
+def _tag_queryset(user):
+    """Visible tags with their options and the *visible* tags they read and are read by."""
+    dependencies = TagDependency.objects.filter(access.visible_tag_filter(user, "depends_on"))
+    dependents = TagDependency.objects.filter(access.visible_tag_filter(user, "tag"))
+    return access.visible_tags(
+        user,
         TagDefinition.objects.select_related("group", "subject_type")
         .prefetch_related(
             "options",
-            Prefetch("dependencies", queryset=TagDependency.objects.select_related("depends_on")),
-            Prefetch("dependents", queryset=TagDependency.objects.select_related("tag")),
+            Prefetch("dependencies", queryset=dependencies.select_related("depends_on")),
+            Prefetch("dependents", queryset=dependents.select_related("tag")),
         )
-        .order_by("id")
+        .order_by("id"),
     )
 
 
@@ -92,10 +105,11 @@ class TagDefinitionViewSet(ServiceBackedViewSet):
     Tags are archived, not deleted: their history stays readable.
     """
 
-    queryset = _tag_queryset()
+    queryset = TagDefinition.objects.none()  # get_queryset: the user's visible tags
     read_serializer_class = TagDefinitionSerializer
     write_serializer_class = TagDefinitionWriteSerializer
     filterset_class = TagDefinitionFilter
+    scope_field = None  # not subject-scoped: tags.access narrows get_queryset
     permission_classes = [ActionPermissions]
     http_method_names = ["get", "post", "put", "patch", "head", "options"]
     action_perms = {
@@ -106,6 +120,9 @@ class TagDefinitionViewSet(ServiceBackedViewSet):
         "recompute": [CHANGE_TAG, "tags.add_recomputejob"],
     }
 
+    def get_queryset(self):
+        return _tag_queryset(self.request.user)
+
     def get_permissions(self):
         if self.action == "rules":
             method = "tags.view_tagrule" if self.request.method in ("GET", "HEAD") else "tags.add_tagrule"
@@ -113,16 +130,19 @@ class TagDefinitionViewSet(ServiceBackedViewSet):
         return super().get_permissions()
 
     def save_service(self, data, instance=None):
-        serializer = TagDefinitionWriteSerializer(data=data, partial=instance is not None)
+        serializer = TagDefinitionWriteSerializer(
+            data=data, partial=instance is not None, context=self.get_serializer_context()
+        )
         serializer.is_valid(raise_exception=True)
         validated = dict(serializer.validated_data)
         options = _options(validated.pop("options", None))
         _owner(validated)
         tag = definitions.tag_save(actor=self.request.user, data=validated, options=options, instance=instance)
-        return _tag_queryset().get(pk=tag.pk)
+        return _tag_queryset(self.request.user).get(pk=tag.pk)
 
     def _fresh(self) -> TagDefinition:
-        return TagDefinition.objects.select_related("rule", "subject_type").get(pk=self.get_object().pk)
+        """The URL's tag, 404 unless visible (``get_object`` runs on the visible queryset)."""
+        return TagDefinition.objects.select_related("rule", "subject_type", "group").get(pk=self.get_object().pk)
 
     @extend_schema(
         methods=["GET"], responses={200: TagRuleSerializer(many=True), 404: ERRORS[404]}, summary="Rule versions"
@@ -162,7 +182,8 @@ class TagDefinitionViewSet(ServiceBackedViewSet):
         tag = self._fresh()
         body = PreviewRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        return Response(preview.preview_rule(tag, _preview_document(tag, body.validated_data)))
+        document = _preview_document(tag, body.validated_data)
+        return Response(preview.preview_rule(tag, document, user=request.user))
 
     @extend_schema(
         request=ActivateSerializer,
@@ -175,7 +196,7 @@ class TagDefinitionViewSet(ServiceBackedViewSet):
         body = ActivateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         definitions.activate_rule(actor=request.user, tag=tag, version=body.validated_data["version"])
-        return Response(self._read(_tag_queryset().get(pk=tag.pk)))
+        return Response(self._read(_tag_queryset(request.user).get(pk=tag.pk)))
 
     @extend_schema(
         request=None,
@@ -186,7 +207,7 @@ class TagDefinitionViewSet(ServiceBackedViewSet):
     def archive(self, request: Request, pk=None) -> Response:
         tag = self._fresh()
         definitions.archive(actor=request.user, tag=tag)
-        return Response(self._read(_tag_queryset().get(pk=tag.pk)))
+        return Response(self._read(_tag_queryset(request.user).get(pk=tag.pk)))
 
     @extend_schema(
         request=None,
@@ -196,6 +217,7 @@ class TagDefinitionViewSet(ServiceBackedViewSet):
     @action(detail=True, methods=["post"], filterset_class=None)
     def recompute(self, request: Request, pk=None) -> Response:
         tag = self._fresh()
+        access.require_editable(request.user, tag)
         job = recompute.start_recompute(tag, actor=request.user)
         job = RecomputeJob.objects.select_related("tag").get(pk=job.pk)
         return Response(RecomputeJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
@@ -220,3 +242,6 @@ class RecomputeJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
     queryset = RecomputeJob.objects.select_related("tag")
     serializer_class = RecomputeJobSerializer
     filterset_class = RecomputeJobFilter
+
+    def get_queryset(self):
+        return super().get_queryset().filter(access.visible_tag_filter(self.request.user))

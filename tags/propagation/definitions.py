@@ -97,14 +97,14 @@ def start_recompute(tag: TagDefinition, *, actor) -> RecomputeJob:
     return job
 
 
-def preview_propagation(tag: TagDefinition, document: object) -> dict:
+def preview_propagation(tag: TagDefinition, document: object, *, subjects=None) -> dict:
     """What ``document`` would give the tag's subjects against their current values (the recompute's SQL).
 
     Same shape as tags-core's ``preview_rule``: ``{"total", "counts", "no_value", "changes", "sample"}``.
     """
-    from tags.services.preview import preview_computed
+    from tags.services.preview import preview_computed, restrict_to_subjects
 
     prop = parse_for(tag, document)
     record_tag_use([tag.pk, *prop.tag_ids], "preview")
     computed_sql, params = compiled_select(prop, Selection.everything(), timezone.now())
-    return preview_computed(tag, computed_sql, params)
+    return preview_computed(tag, *restrict_to_subjects(computed_sql, params, subjects))

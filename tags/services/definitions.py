@@ -3,6 +3,11 @@
 A rule version is immutable once saved; changing a rule saves a new version. Activating
 a version re-validates it against the current schema and tags, replaces the tag's
 rule dependencies (refusing a cycle, named), and queues a recompute after commit.
+
+Tag access (``tags.access``) is checked here, so the API and the admin refuse alike: changing a
+group or a tag needs edit access to it (403), a group's brand must be one the actor holds, and a
+rule or propagation document may only read tags its author may use (the error names them).
+``actor=None`` is the system (demo loads): not checked.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from django.utils import timezone
 
 from audit.services import domain_event_record
 from common.errors import ConflictError, ItemError, ServiceError
+from subjects.access import access_for
+from tags import access
 from tags.models import (
     Computation,
     TagDefinition,
@@ -30,7 +37,9 @@ from tags.models import (
 from .compiled import forget_cached_rules, parse_for
 from .graph import check_no_cycle, replace_dependencies
 
-GROUP_FIELDS = ("subject_type", "code", "name", "description", "position")
+GROUP_FIELDS = (
+    "subject_type", "code", "name", "description", "position", "brand", "view_policy", "use_policy", "edit_policy",
+)  # fmt: skip
 TAG_FIELDS = ("group", "code", "name", "description", "value_type", "unit", "owner", "status", "computation")
 OPTION_VALUE_TYPES = (ValueType.ENUM, ValueType.MULTI_ENUM)
 
@@ -49,13 +58,30 @@ def _clean(instance) -> None:
         raise ServiceError(errors[0].message, errors) from None
 
 
+def _check_group_brand(actor, group: TagGroup) -> None:
+    """A non-HQ actor keeps groups inside their brands: no group-wide group, no other brand's."""
+    if actor is None or access.is_hq(actor):
+        return
+    brands = access_for(actor).brand_ids
+    if brands is None or (group.brand_id is not None and group.brand_id in brands):
+        return
+    message = "Only HQ keeps group-wide tag groups; choose one of your brands."
+    if group.brand_id is not None:
+        message = "You may not give a tag group to a brand outside your scope."
+    raise access.TagForbidden.single("brand", message, "out_of_scope")
+
+
 def tag_group_save(*, actor, data: Mapping, instance: TagGroup | None = None) -> TagGroup:
+    if instance is not None:
+        access.require_editable_group(actor, instance)
     group = instance or TagGroup()
     if instance and "subject_type" in data and data["subject_type"] != instance.subject_type and instance.tags.exists():
         raise ServiceError.single("subject_type", "A group that holds tags cannot move to another subject type.")
     for name in GROUP_FIELDS:
         if name in data:
             setattr(group, name, data[name])
+    if instance is None or "brand" in data:
+        _check_group_brand(actor, group)
     _clean(group)
     with transaction.atomic():
         group.save()
@@ -71,13 +97,18 @@ def tag_save(
     instance: TagDefinition | None = None,
 ) -> TagDefinition:
     """Create or update a tag definition; ``options`` ([(value, label)], in display order) replaces them."""
+    if instance is not None:
+        access.require_editable(actor, instance)
     tag = instance or TagDefinition()
     old_type = instance.value_type if instance else None
+    old_group = instance.group_id if instance else None
     for name in TAG_FIELDS:
         if name in data:
             setattr(tag, name, data[name])
     if tag.group_id:
         tag.subject_type_id = tag.group.subject_type_id
+        if tag.group_id != old_group:
+            access.require_editable_group(actor, tag.group)
     if instance and old_type != tag.value_type and tag.values.exists():
         raise ServiceError.single("value_type", "The value type of a tag that has values cannot change.")
     if tag.computation == Computation.RULE and not tag.rule_id and tag.status == TagStatus.ACTIVE:
@@ -136,15 +167,18 @@ def _replace_options(tag: TagDefinition, options) -> None:
 
 def rule_save(*, actor, tag: TagDefinition, document: object, activate: bool = False) -> TagRule:
     """Validate ``document`` and store it as the tag's next rule version (optionally activating it)."""
+    access.require_editable(actor, tag)
     if tag.status == TagStatus.ARCHIVED:
         raise ServiceError.single("tag", f'Tag "{tag.code}" is archived.', "archived")
     if tag.computation == Computation.PROPAGATED:  # propagation hook: documents of propagated tags
         from tags.propagation.definitions import propagation_save
 
+        check_document_usable(actor, tag, document)
         return propagation_save(actor=actor, tag=tag, document=document, activate=activate)
     if tag.computation != Computation.RULE:
         raise ServiceError.single("computation", f'Tag "{tag.code}" is {tag.computation}, not computed by a rule.')
     rule = parse_for(tag, document)
+    access.check_usable(actor, rule.tag_ids)
     check_no_cycle(tag, rule.tag_ids)
     with transaction.atomic():
         version = (TagRule.objects.filter(tag=tag).aggregate(v=Max("version"))["v"] or 0) + 1
@@ -163,17 +197,39 @@ def _user(actor):
     return actor if actor is not None and actor.is_authenticated else None
 
 
+def document_tag_ids(tag: TagDefinition, document: object) -> frozenset[int]:
+    """The tags a rule or propagation document of ``tag`` reads (ServiceError when invalid)."""
+    if tag.computation == Computation.PROPAGATED:
+        from tags.propagation.active import parse_for as parse_propagation
+
+        return frozenset(parse_propagation(tag, document).tag_ids)
+    return frozenset(parse_for(tag, document).tag_ids)
+
+
+def check_document_usable(actor, tag: TagDefinition, document: object) -> None:
+    """Refuse ``document`` when it reads a tag ``actor`` may not use (previews, saves, activations)."""
+    if actor is not None and not access.is_hq(actor):
+        access.check_usable(actor, document_tag_ids(tag, document))
+
+
 def activate_rule(*, actor, tag: TagDefinition, version: int, recompute: bool = True) -> TagRule:
-    """Make ``version`` the tag's active rule; its values follow by a queued recompute."""
+    """Make ``version`` the tag's active rule; its values follow by a queued recompute.
+
+    The activating user must be allowed to use what the version reads: a draft saved by
+    someone else does not let them put other tags to use.
+    """
+    access.require_editable(actor, tag)
     if tag.computation == Computation.PROPAGATED:  # propagation hook
         from tags.propagation.definitions import activate_propagation
 
+        _check_saved_usable(actor, tag, version)
         return activate_propagation(actor=actor, tag=tag, version=version, recompute=recompute)
     saved = TagRule.objects.filter(tag=tag, version=version).first()
     if saved is None:
         raise ServiceError.single("version", f'Tag "{tag.code}" has no rule version {version}.', "unknown")
     forget_cached_rules()
     rule = parse_for(tag, saved.document)
+    access.check_usable(actor, rule.tag_ids)
     with transaction.atomic():
         TagDefinition.objects.select_for_update().filter(pk=tag.pk).first()
         check_no_cycle(tag, rule.tag_ids)
@@ -192,8 +248,15 @@ def activate_rule(*, actor, tag: TagDefinition, version: int, recompute: bool = 
     return saved
 
 
+def _check_saved_usable(actor, tag: TagDefinition, version: int) -> None:
+    document = TagRule.objects.filter(tag=tag, version=version).values_list("document", flat=True).first()
+    if document is not None:
+        check_document_usable(actor, tag, document)
+
+
 def archive(*, actor, tag: TagDefinition) -> TagDefinition:
     """Archive ``tag``; refused while other live tags read it (the message lists them)."""
+    access.require_editable(actor, tag)
     dependents = sorted(
         TagDependency.objects.filter(depends_on=tag)
         .exclude(tag__status=TagStatus.ARCHIVED)

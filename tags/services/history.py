@@ -23,8 +23,11 @@ def value_at(tag: TagDefinition, subject_id: int, at: dt.datetime) -> object:
     return latest
 
 
-def subjects_with_value_at(tag: TagDefinition, value: object, at: dt.datetime) -> list[int]:
+def subjects_with_value_at(tag: TagDefinition, value: object, at: dt.datetime, *, user=None) -> list[int]:
     """Ids of the subjects whose ``tag`` value was ``value`` at ``at`` (exact match, canonical form).
+
+    With ``user``, only subjects they may see (``subjects.access``) are listed and counted;
+    callers check that the tag itself is visible.
 
     PostgreSQL: ``DISTINCT ON (subject_id)`` over the (tag, subject, changed_at)
     index read backwards, so each subject's latest change before ``at`` is one step
@@ -50,6 +53,13 @@ def subjects_with_value_at(tag: TagDefinition, value: object, at: dt.datetime) -
             " FROM tags_tagvaluechange WHERE tag_id = %s AND changed_at <= %s) latest"
             " WHERE rn = 1 AND json_extract(new_value, '$') IS json_extract(%s, '$') ORDER BY subject_id"
         )
+    from .preview import restrict_to_subjects, visible_subjects_sql
+
+    params = [tag.pk, stamp, wanted]
+    subjects = visible_subjects_sql(user)
+    if subjects is not None:
+        sql, params = restrict_to_subjects(sql, params, subjects)
+        sql += " ORDER BY scoped.subject_id"
     with connection.cursor() as cursor:
-        cursor.execute(sql, [tag.pk, stamp, wanted])
+        cursor.execute(sql, params)
         return [row[0] for row in cursor.fetchall()]

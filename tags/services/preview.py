@@ -1,4 +1,8 @@
-"""Preview a rule before activating it: the same compiled SELECT the recompute runs, without writing."""
+"""Preview a rule before activating it: the same compiled SELECT the recompute runs, without writing.
+
+Given the requesting ``user``, a preview reads only tags they may use (``tags.access``) and
+counts only subjects they may see: a brand operator's preview says nothing of other brands.
+"""
 
 from __future__ import annotations
 
@@ -16,22 +20,49 @@ from .recompute import compiled_select
 SAMPLE_SIZE = 20
 
 
-def preview_rule(tag: TagDefinition, document: object) -> dict:
+def visible_subjects_sql(user) -> tuple[str, list] | None:
+    """The ids of the subjects ``user`` may see as ``(sql, params)``; None: no restriction (HQ)."""
+    from subjects.access import access_for, visible_subjects
+
+    if user is None or access_for(user).unrestricted:
+        return None
+    query = visible_subjects(user).values("pk").query
+    sql, params = query.get_compiler(connection=connection).as_sql()
+    return sql, list(params)
+
+
+def restrict_to_subjects(computed_sql: str, params: list, subjects: tuple[str, list] | None) -> tuple[str, list]:
+    """The computed relation ``(subject_id, value)`` limited to the ids of ``subjects``."""
+    if subjects is None:
+        return computed_sql, params
+    subjects_sql, subjects_params = subjects
+    sql = f"SELECT scoped.* FROM ({computed_sql}) scoped WHERE scoped.subject_id IN ({subjects_sql})"
+    return sql, [*params, *subjects_params]
+
+
+def preview_rule(tag: TagDefinition, document: object, *, user=None) -> dict:
     """What ``document`` would give the subjects of ``tag``'s type, against their current values.
 
     Returns ``{"total", "counts": {value: n}, "no_value": n, "changes": n, "sample": [...]}``:
     ``counts`` keys are the value itself for text values and its JSON text otherwise;
     ``sample`` lists up to 20 ``{"subject_id", "old", "new"}`` that would change.
-    Raises ServiceError (errors pointing into the document) when the rule is invalid.
+    Raises ServiceError (errors pointing into the document) when the rule is invalid, and
+    when it reads a tag ``user`` may not use. ``user`` None: the system, unrestricted.
     """
+    from tags.access import check_usable
+
+    subjects = visible_subjects_sql(user)
     if tag.computation == "propagated":  # propagation hook
         from tags.propagation.definitions import preview_propagation
+        from tags.services.definitions import check_document_usable
 
-        return preview_propagation(tag, document)
+        check_document_usable(user, tag, document)
+        return preview_propagation(tag, document, subjects=subjects)
     rule = parse_for(tag, document)
     record_tag_use([tag.pk, *rule.tag_ids], "preview")
+    check_usable(user, rule.tag_ids)
     computed_sql, params = compiled_select(tag, rule, Selection.everything(), timezone.now())
-    return preview_computed(tag, computed_sql, params)
+    return preview_computed(tag, *restrict_to_subjects(computed_sql, params, subjects))
 
 
 def preview_computed(tag: TagDefinition, computed_sql: str, params: list) -> dict:
