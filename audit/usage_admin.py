@@ -19,6 +19,7 @@ from django.urls import path
 from django.utils import timezone
 
 from subjects.access import visible_subject_filter
+from tags.access import visible_tags
 from tags.models import TagDefinition
 
 from . import usage_selectors as selectors
@@ -27,15 +28,6 @@ from .models import TagUsage, UsageKind
 DAYS_CHOICES = (7, 30, 90, 365)
 DEFAULT_DAYS = 30
 LISTED = 200
-
-
-def visible_tags(user):
-    """The tags ``user`` may see: G3's policy (``tags.access``); every tag until it is on main."""
-    try:
-        from tags.access import visible_tags as policy
-    except ImportError:  # pragma: no cover - removed once tags.access is committed
-        return TagDefinition.objects.all()
-    return policy(user)
 
 
 def days_param(request) -> int:
