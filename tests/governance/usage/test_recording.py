@@ -147,3 +147,39 @@ def test_concurrent_transactions_touching_tags_in_opposite_orders_do_not_deadloc
         thread.join(timeout=30)
     assert errors == []
     assert counts("rule") == {a: 2, b: 2}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_api_reads_add_up():
+    """Threads GET the values list at once (each with its own connection): every request is counted."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from tags.services.store import write_values
+    from tests.factories import UserFactory
+    from tests.governance.usage.conftest import UsageWorld
+
+    world = UsageWorld(tag_count=2, subject_count=3)
+    for tag in world.tags:
+        write_values(tag, [(s.id, "a") for s in world.subjects], source="manual", actor=None)
+    token = Token.objects.create(user=UserFactory(is_superuser=True, is_staff=True, username="reader"))
+    threads_n, calls = 6, 10
+    barrier = threading.Barrier(threads_n)
+    statuses: list[int] = []
+
+    def reader() -> None:
+        client = APIClient(HTTP_AUTHORIZATION=f"Token {token.key}")
+        try:
+            barrier.wait()
+            statuses.extend(client.get("/api/v1/tag-values/").status_code for _ in range(calls))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=reader) for _ in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * (threads_n * calls)
+    assert counts() == {t.pk: threads_n * calls for t in world.tags}
