@@ -28,6 +28,7 @@ from .models import TagUsage, UsageKind
 DAYS_CHOICES = (7, 30, 90, 365)
 DEFAULT_DAYS = 30
 LISTED = 200
+TOP_CHARTED = 15
 
 
 def days_param(request) -> int:
@@ -84,11 +85,13 @@ class TagUsageAdmin(admin.ModelAdmin):
         tags, window = visible_tags(request.user), context["window"]
         since = window[0]
         stale_since = timezone.make_aware(dt.datetime.combine(since, dt.time.min))
+        top = selectors.top_tags(tags, since)
         unused = selectors.unused_tags(tags, since)
         stale = selectors.stale_tags(tags, stale_since)
         context.update(
             usage_chart=bar_chart(window, selectors.usage_series(tags, window), KIND_LABELS),
-            top_tags=selectors.top_tags(tags, since),
+            top_tags=top,
+            top_chart=_top_chart(top[:TOP_CHARTED]),
             kinds=UsageKind.choices,
             unused=unused[:LISTED],
             unused_count=unused.count(),
@@ -117,6 +120,20 @@ class TagUsageAdmin(admin.ModelAdmin):
             **_lineage_context(tag, tags, since=window[0]),
         )
         return TemplateResponse(request, "audit/usage/tag.html", context)
+
+
+def _top_chart(top: list[dict]) -> dict:
+    """The most used tags as horizontal stacked bars, one dataset per kind."""
+    return {
+        "type": "bar",
+        "stacked": True,
+        "horizontal": True,
+        "labels": [row["tag__code"] for row in top],
+        "datasets": [
+            {"label": label, "data": [row["by_kind"][i] for row in top]}
+            for i, (_, label) in enumerate(UsageKind.choices)
+        ],
+    }
 
 
 def _subjects_chart(window: list[dt.date], subjects: dict[str, list[int]]) -> dict:

@@ -1,5 +1,6 @@
 /* Tag usage charts: each <canvas data-chart="ID"> draws the JSON of <script id="ID" type="application/json">.
-   The JSON is {"type", "labels", "datasets": [{"label", "data", "type"?}], "stacked"} (audit.usage_admin). */
+   The JSON is {"type", "labels", "datasets": [{"label", "data", "type"?}], "stacked", "horizontal"?}
+   (audit.usage_admin). */
 (function () {
   "use strict";
   function draw(canvas) {
@@ -13,14 +14,14 @@
       type: spec.type,
       data: { labels: spec.labels, datasets: spec.datasets },
       options: {
+        indexAxis: spec.horizontal ? "y" : "x",
         responsive: true,
         maintainAspectRatio: false,
         animation: false,
         interaction: { mode: "index", intersect: false },
-        scales: {
-          x: { stacked: stacked },
-          y: { stacked: stacked, beginAtZero: true, ticks: { precision: 0 } },
-        },
+        scales: spec.horizontal
+          ? { x: { stacked: stacked, beginAtZero: true, ticks: { precision: 0 } }, y: { stacked: stacked } }
+          : { x: { stacked: stacked }, y: { stacked: stacked, beginAtZero: true, ticks: { precision: 0 } } },
       },
     });
   }

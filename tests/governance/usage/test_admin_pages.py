@@ -96,6 +96,9 @@ def test_overview_chart_sums_uses_per_kind_and_day(client, auditor, usage_world)
     top = response.context["top_tags"]
     assert [(r["tag__code"], r["total"]) for r in top] == [("t0", 8), ("t1", 2), ("t2", 1)]
     assert top[0]["by_kind"] == [5, 3, 0, 0, 0]
+    top_chart = chart(response, "top-chart")
+    assert top_chart["labels"] == ["t0", "t1", "t2"] and top_chart["horizontal"]
+    assert {d["label"]: d["data"] for d in top_chart["datasets"]}["Read (API or admin)"] == [5, 2, 0]
     assert 'src="/static/audit/vendor/chart.umd.min.js"' in response.content.decode()
 
 
