@@ -208,7 +208,7 @@ class SubjectAdmin(ScopedAdminMixin, PiiAdminMixin, ImportServiceMixin, ExportMi
 
     def get_readonly_fields(self, request, obj=None):
         identity = ("subject_type", "source", "external_id") if obj is not None else ()
-        return (*identity, *self.readonly_fields)
+        return (*identity, *super().get_readonly_fields(request, obj))
 
     def get_search_results(self, request, queryset, search_term):
         """Autocomplete for a scope field offers only subjects of that scope role."""
@@ -252,7 +252,7 @@ class RelationshipAdmin(ScopedAdminMixin, RelationshipPiiAdminMixin, ImportServi
 
     def get_readonly_fields(self, request, obj=None):
         identity = ("relationship_type", "source", "external_id") if obj is not None else ()
-        return (*identity, *self.readonly_fields)
+        return (*identity, *super().get_readonly_fields(request, obj))
 
     def service_delete(self, actor, obj) -> None:
         relationship_delete(actor=actor, relationship=obj)

@@ -287,6 +287,10 @@ class PiiAdminMixin:
     def _masking(self, request, obj=None) -> bool:
         return obj is not None and not self._revealing(request)
 
+    def get_queryset(self, request):
+        """With the type: masking a change page's values needs its schema and category."""
+        return super().get_queryset(request).select_related(self.pii_type)
+
     # List and search ---------------------------------------------------------------------
 
     def get_list_display(self, request):
@@ -343,14 +347,17 @@ class PiiAdminMixin:
     def pii_attributes(self, obj) -> str:
         import json
 
+        from django.utils.html import format_html
+
         attributes = mask_attributes(obj.attributes, pii_attribute_keys(self._type_of(obj)))
-        return json.dumps(attributes, ensure_ascii=False, indent=2, sort_keys=True)
+        return format_html("<pre>{}</pre>", json.dumps(attributes, ensure_ascii=False, indent=2, sort_keys=True))
 
     pii_attributes.short_description = "attributes (personal data masked)"
 
     # Export ------------------------------------------------------------------------------
 
     def get_export_queryset(self, request):
+        self._revealing(request)  # decided before the flag leaves the query
         return super().get_export_queryset(_strip_unmask(request))
 
     def get_data_for_export(self, request, queryset, **kwargs):

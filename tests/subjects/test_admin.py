@@ -118,7 +118,7 @@ def test_relationship_panel_shows_both_directions(client, world):
     out = RelationshipFactory(relationship_type=world.visited, from_subject=member, to_subject=world.clinic_a_sh)
     spouse = _member(world, display_name="Lei")
     inc = RelationshipFactory(relationship_type=world.spouse, from_subject=spouse, to_subject=member)
-    response = client.get(reverse("admin:subjects_subject_change", args=[member.pk]))
+    response = client.get(reverse("admin:subjects_subject_change", args=[member.pk]) + "?unmask=1")  # names: PII
     outgoing, incoming = response.context["relationship_panels"]
     assert [(rel.pk, other.pk) for rel, other in outgoing["rows"]] == [(out.pk, world.clinic_a_sh.pk)]
     assert [(rel.pk, other.pk) for rel, other in incoming["rows"]] == [(inc.pk, spouse.pk)]
@@ -201,7 +201,7 @@ def test_scope_of_the_wrong_kind_is_a_field_error(client, world):
 
 def test_changing_a_subject_keeps_its_identity_readonly(client, world):
     member = _member(world, display_name="Old")
-    url = reverse("admin:subjects_subject_change", args=[member.pk])
+    url = reverse("admin:subjects_subject_change", args=[member.pk]) + "?unmask=1"  # PII is edited revealed
     response = client.post(url, {"display_name": "New", "attributes": "{}", "brand": world.brand_b.pk})
     assert response.status_code == 302
     member.refresh_from_db()

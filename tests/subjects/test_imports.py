@@ -183,7 +183,7 @@ def test_relationship_import_with_a_bad_row_imports_nothing(client, world):
 def test_export_uses_the_import_columns_and_round_trips(client, world):
     import_csv(client, "subject", subjects_csv(world))
     response = client.post(
-        reverse("admin:subjects_subject_export") + "?subject_type__id__exact=" + str(world.member_type.pk),
+        reverse("admin:subjects_subject_export") + "?unmask=1&subject_type__id__exact=" + str(world.member_type.pk),
         {"format": "0", "resource": "0", **{f"subjectresource_{c}": "on" for c in imports.SUBJECT_COLUMNS}},
     )
     assert response.status_code == 200
