@@ -239,3 +239,29 @@ def test_chart_js_is_vendored_with_its_licence_and_collected(tmp_path, settings)
     call_command("collectstatic", interactive=False, verbosity=0)
     bundle = (tmp_path / "audit/vendor/chart.umd.min.js").read_text()
     assert bundle.startswith("/*!\n * Chart.js v4.")
+
+
+@pytest.mark.parametrize("role", ["auditor", "hq_analyst", "hq_admin"])
+def test_the_roles_that_see_usage(client, usage_world, role):
+    """``audit.view_tagusage`` comes with the auditor and HQ roles (``audit.view_*`` / ``audit.*`` in ROLES)."""
+    from django.contrib.auth.models import Group
+
+    from subjects.roles import ROLES, ensure_roles
+
+    ensure_roles()
+    user = UserFactory(is_staff=True, username=f"{role}_user")
+    user.groups.add(Group.objects.get(name=ROLES[role].group))
+    client.force_login(user)
+    assert client.get(reverse(OVERVIEW)).status_code == 200
+
+
+def test_other_roles_do_not(client, usage_world):
+    from django.contrib.auth.models import Group
+
+    from subjects.roles import ROLES, ensure_roles
+
+    ensure_roles()
+    user = UserFactory(is_staff=True, username="operator")
+    user.groups.add(Group.objects.get(name=ROLES["brand_operator"].group))
+    client.force_login(user)
+    assert client.get(reverse(OVERVIEW)).status_code == 403
