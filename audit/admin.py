@@ -84,9 +84,12 @@ class ActorFilter(InputFilter):
         value = (self.value() or "").strip()
         if not value:
             return queryset
-        user_model = get_user_model()
-        user_id = int(value) if value.isdigit() else user_model.objects.filter(username=value).values("pk")[:1]
-        return queryset.filter(actor_id=user_id)
+        if value.isascii() and value.isdigit():
+            return queryset.filter(actor_id=int(value))
+        # The id as a literal, not a subquery: the planner then sees a rare actor and uses the
+        # actor index instead of walking the whole log backwards by id.
+        user_id = get_user_model().objects.filter(username=value).values_list("pk", flat=True).first()
+        return queryset.filter(actor_id=user_id) if user_id is not None else queryset.none()
 
 
 class CorrelationFilter(InputFilter):
