@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.db import connection
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
+from subjects.access import access_for, visible_subject_filter
 from subjects.models import Subject, SubjectScope
 
 from .models import SourceRecord
@@ -79,3 +81,102 @@ def sync_oneid_scopes(oneid_ids: Iterable[int] | None = None) -> tuple[int, int]
         cursor.execute(insert, [ORIGIN, *desired_params, ORIGIN])
         inserted = cursor.rowcount
     return deleted, inserted
+
+
+# What a viewer sees of identity data ---------------------------------------------------------
+#
+# A source record is visible when its brand is one the viewer holds (a grant that leaves the brand
+# open counts as every brand) *and* its OneID is visible (``subjects.access``). Group-level records
+# (``brand`` null: a group CRM, WeCom, the shop) mix every brand's customers: only HQ (the
+# ``all_scopes`` permission, superusers) sees them. Unresolved records (no OneID) likewise.
+
+
+def sees_everything(user) -> bool:
+    """HQ: no filter at all on identity data (and the queries stay as they were)."""
+    return access_for(user).unrestricted
+
+
+def _brand_condition(user, prefix: str = "") -> Q:
+    brands = access_for(user).brand_ids
+    if brands is None:
+        return Q(**{f"{prefix}brand__isnull": False})
+    return Q(**{f"{prefix}brand_id__in": sorted(brands)})
+
+
+def record_brand_allowed(user, brand_id: int | None) -> bool:
+    """The brand half of record visibility, for rows already read (a visible OneID's records)."""
+    access = access_for(user)
+    if access.unrestricted:
+        return True
+    brands = access.brand_ids
+    return brand_id is not None and (brands is None or brand_id in brands)
+
+
+def record_filter(user, prefix: str = "") -> Q:
+    """``Q`` on ``SourceRecord`` (or, with ``prefix`` "record__", on a model pointing at one)."""
+    access = access_for(user)
+    if access.unrestricted:
+        return Q()
+    if access.sees_nothing:
+        return Q(pk__in=[])
+    return _brand_condition(user, prefix) & visible_subject_filter(user, f"{prefix}oneid")
+
+
+def visible_records(user, queryset: QuerySet | None = None) -> QuerySet:
+    queryset = SourceRecord.objects.all() if queryset is None else queryset
+    if sees_everything(user):
+        return queryset
+    return queryset.filter(record_filter(user))
+
+
+def oneid_filter(user, field: str) -> Q:
+    """``Q``: the OneID subject in column ``field`` is visible (its detail may be opened)."""
+    return visible_subject_filter(user, field)
+
+
+def fully_visible_filter(user, field: str) -> Q:
+    """``Q``: the OneID in ``field`` is visible *and* so is every one of its records.
+
+    Decisions about a whole person (split, merge, accepting a suggestion) and views of whole
+    events (merge history, suggestion evidence) need this: a brand-A operator must not split off
+    or merge records of brand B, nor read evidence drawn from them. ``field`` names the column
+    holding the OneID subject id ("subject_id" on ``OneId``, "oneid_a_id", "pk" on ``Subject``).
+    """
+    access = access_for(user)
+    if access.unrestricted:
+        return Q()
+    hidden = SourceRecord.objects.filter(oneid_id=OuterRef(field)).exclude(_brand_condition(user))
+    column = "pk" if field == "pk" else field.removesuffix("_id")
+    return oneid_filter(user, column) & ~Exists(hidden)
+
+
+# Who may push records from which source system ----------------------------------------------
+
+PUSH_PERMISSION = "identity.push_records"
+
+
+def pushable_sources(user) -> QuerySet:
+    """Source systems ``user`` may push records from.
+
+    A scoped user (an integration, a brand operator) needs the ``identity.push_records`` object
+    permission on the source system itself (django-guardian, granted to the user or a group), and
+    the source's brand among the brands they hold: a group-level source (no brand) only with an
+    open brand dimension. The model-wide permission is deliberately *not* enough for them — one
+    stray group permission would otherwise open every source (guardian's ``get_objects_for_user``
+    returns the whole table for a global permission). HQ (all scopes) with the model-wide
+    permission, and superusers, push everywhere.
+    """
+    from guardian.shortcuts import get_objects_for_user
+
+    from .models import SourceSystem
+
+    access = access_for(user)
+    if access.sees_nothing:
+        return SourceSystem.objects.none()
+    if user.is_superuser or (access.unrestricted and user.has_perm(PUSH_PERMISSION)):
+        return SourceSystem.objects.all()
+    granted = get_objects_for_user(user, PUSH_PERMISSION, klass=SourceSystem, with_superuser=False)
+    if access.unrestricted:
+        return granted
+    brands = access.brand_ids
+    return granted if brands is None else granted.filter(brand_id__in=sorted(brands))

@@ -3,6 +3,11 @@
 Each identifier says *why* it belongs: the record that holds it, and whether and
 with whom it links (``link``), or why it does not (``blocked``, ``over_limit``,
 ``composite part``). A fixed number of queries whatever the OneID's size.
+
+Given a ``viewer`` (the acting user), every read is scoped (``identity.access``): only the
+viewer's source records, their identifiers, the merges made of them, and a golden record
+recomputed from them when the viewer does not see all of the person's records. Without a
+viewer (internal callers: tasks, the tag engine) everything is read.
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ from __future__ import annotations
 from django.db.models import Count
 
 from common.errors import ServiceError
+from subjects import pii
 
 from .extract import Rules, SourceScope, link_key, load_rules
+from .golden import RecordView, golden_record
 from .models import (
     Identifier,
     IdentifierStatus,
@@ -21,11 +28,19 @@ from .models import (
     OneId,
     SourceRecord,
     SourceSystem,
+    SurvivorshipRule,
 )
 from .normalize import NORMALIZERS, NormalizeError
 from .resolution.region import rule_label, value_label
+from .scoping import oneid_filter, record_brand_allowed, sees_everything, visible_records
 
 MAX_RECORDS = 1000
+# Evidence keys that explain a merge or suggestion without personal data (rules, record and OneID ids,
+# scores); every other value in evidence (identifier values, shared values, free-text reasons) is masked.
+EVIDENCE_SAFE_KEYS = frozenset(
+    {"rule", "records", "records_a", "records_b", "oneids", "do_not_link", "removed_do_not_link"}
+    | {"name_score", "address_score", "score"}
+)
 
 
 def _identifier_rows(record_ids: list[int], rules: Rules) -> tuple[list[dict], list[dict]]:
@@ -90,21 +105,49 @@ def _identifier_rows(record_ids: list[int], rules: Rules) -> tuple[list[dict], l
     return identifiers, links
 
 
-def oneid_detail(subject_id: int, rules: Rules | None = None, *, include_records: bool = True) -> dict:
+RECORD_FIELDS = (
+    "id",
+    "source__code",
+    "source__trust_rank",
+    "brand_id",
+    "external_id",
+    "raw",
+    "created_at",
+    "updated_at",
+)
+
+
+def oneid_detail(
+    subject_id: int, rules: Rules | None = None, *, include_records: bool = True, viewer=None, masked: bool = False
+) -> dict:
     """A OneID with its golden record and history; with ``include_records`` also its source records (raw
     fields), identifiers and links. The caller decides: raw records and identifier values need
-    ``identity.view_sourcerecord``, the golden record only ``identity.view_oneid``."""
-    oneid = OneId.objects.select_related("subject", "subject__subject_type").filter(subject_id=subject_id).first()
+    ``identity.view_sourcerecord``, the golden record only ``identity.view_oneid``.
+
+    With a ``viewer`` a OneID out of their scope is "not found", and only the records they may see
+    (and what is made of them) are shown. ``partial`` says that some records are left out; the
+    golden record is then recomputed from the visible records by the same survivorship rules, so
+    brand A never sees an attribute that only brand B's record holds. ``masked`` replaces every
+    personal value (see :func:`mask_detail`)."""
+    queryset = OneId.objects.select_related("subject", "subject__subject_type").filter(subject_id=subject_id)
+    if viewer is not None and not sees_everything(viewer):
+        queryset = queryset.filter(oneid_filter(viewer, "subject"))
+    oneid = queryset.first()
     if oneid is None:
         raise ServiceError.single("id", f"No OneID {subject_id}.", "not_found")
+    scoped = viewer is not None and not sees_everything(viewer)
+    if not include_records and not scoped:
+        return _masked(_summary(oneid), oneid, masked)
+    rows = list(SourceRecord.objects.filter(oneid_id=subject_id).order_by("id").values(*RECORD_FIELDS)[:MAX_RECORDS])
+    records = [r for r in rows if record_brand_allowed(viewer, r["brand_id"])] if scoped else rows
+    partial = len(records) < len(rows)
+    summary = _summary(oneid, viewer=viewer if partial else None)
+    if partial:
+        summary["attributes"], summary["display_name"] = _golden_of(oneid, records)
+    summary["partial"] = partial
     if not include_records:
-        return _summary(oneid)
+        return _masked(summary, oneid, masked)
     rules = rules or load_rules()
-    records = list(
-        SourceRecord.objects.filter(oneid_id=subject_id)
-        .order_by("id")
-        .values("id", "source__code", "brand_id", "external_id", "raw", "created_at", "updated_at")[:MAX_RECORDS]
-    )
     record_ids = [r["id"] for r in records]
     identifiers, links = _identifier_rows(record_ids, rules)
     manual = ManualLink.objects.filter(record_a_id__in=record_ids, record_b_id__in=record_ids)
@@ -112,8 +155,8 @@ def oneid_detail(subject_id: int, rules: Rules | None = None, *, include_records
         {"rule": "manual", "value": "", "records": sorted([a, b])}
         for a, b in manual.values_list("record_a_id", "record_b_id")
     ]
-    return {
-        **_summary(oneid),
+    detail = {
+        **summary,
         "records": [
             {
                 "id": r["id"],
@@ -129,13 +172,115 @@ def oneid_detail(subject_id: int, rules: Rules | None = None, *, include_records
         "identifiers": identifiers,
         "links": links,
     }
+    return _masked(detail, oneid, masked)
 
 
-def _summary(oneid: OneId) -> dict:
-    """The part of a OneID's detail that needs only ``view_oneid``: golden record, state, history."""
-    history = MergeEvent.objects.filter(oneid_id=oneid.subject_id).values(
-        "id", "kind", "rule", "evidence", "others", "records", "actor_id", "correlation_id", "created_at"
-    )[:100]
+def _masked(detail: dict, oneid: OneId, masked: bool) -> dict:
+    return mask_detail(detail, oneid.subject.subject_type) if masked else detail
+
+
+def mask_evidence(evidence: object) -> object:
+    """Merge or suggestion evidence with every value masked except rules, ids and scores: they
+    explain the decision ("identifier:email linked records 3 and 7") without the personal data."""
+    if isinstance(evidence, list):
+        return [mask_evidence(item) for item in evidence]
+    if isinstance(evidence, dict):
+        return {k: v if k in EVIDENCE_SAFE_KEYS else mask_evidence(v) for k, v in evidence.items()}
+    return pii.mask(evidence)
+
+
+def mask_raw(raw: object) -> object:
+    """A source record's raw fields, every value masked: what a source sends is personal data as a
+    whole (field names stay, so an operator still sees which fields a source fills)."""
+    if not isinstance(raw, dict):
+        return pii.mask(raw)
+    return {k: pii.mask(v) for k, v in raw.items()}
+
+
+def mask_detail(detail: dict, subject_type) -> dict:
+    """A OneID detail with every personal value masked: golden name and PII attributes (the subject
+    rules of ``subjects.pii``), raw fields and external ids of records, identifier and link values,
+    evidence values of the history. Total masking: nothing partial survives."""
+    out = pii.mask_subject_payload(detail, subject_type)
+    out["history"] = [{**e, "evidence": mask_evidence(e["evidence"])} for e in detail.get("history", [])]
+    if "records" in detail:
+        out["records"] = [
+            {**r, "raw": mask_raw(r["raw"]), "external_id": pii.mask(r["external_id"])} for r in detail["records"]
+        ]
+        out["identifiers"] = [{**i, "value": pii.mask(i["value"])} for i in detail["identifiers"]]
+        out["links"] = [{**link, "value": pii.mask(link["value"])} for link in detail["links"]]
+    return out
+
+
+def oneid_rows(oneids: list[OneId], *, viewer=None, masked: bool = False) -> list[dict]:
+    """A page of the OneID list. For a scoped viewer, the OneIDs holding records they may not see
+    show the name of the golden record of their visible records (one query for the page's records,
+    whatever the page size); display names of people are masked when ``masked``."""
+    partial: dict[int, list[dict]] = {}
+    if viewer is not None and not sees_everything(viewer) and oneids:
+        rows = SourceRecord.objects.filter(oneid_id__in=[o.subject_id for o in oneids]).values(
+            "oneid_id", *RECORD_FIELDS
+        )
+        by_oneid: dict[int, list[dict]] = {}
+        for row in rows.order_by("oneid_id", "id"):
+            by_oneid.setdefault(row["oneid_id"], []).append(row)
+        for oneid_id, records in by_oneid.items():
+            visible = [r for r in records if record_brand_allowed(viewer, r["brand_id"])]
+            if len(visible) < len(records):
+                partial[oneid_id] = visible
+    out = []
+    by_id = {o.subject_id: o for o in oneids}
+    strategies = dict(SurvivorshipRule.objects.values_list("attribute", "strategy")) if partial else None
+    for oneid in oneids:
+        subject = oneid.subject
+        name = subject.display_name
+        if oneid.subject_id in partial:
+            name = _golden_of(by_id[oneid.subject_id], partial[oneid.subject_id], strategies)[1]
+        if masked and pii.is_pii_type(subject.subject_type):
+            name = pii.mask(name)
+        out.append(
+            {
+                "id": oneid.subject_id,
+                "subject_type": subject.subject_type.code,
+                "display_name": name,
+                "status": oneid.status,
+                "merged_into": oneid.merged_into_id,
+                "partial": oneid.subject_id in partial,
+                "created_at": oneid.created_at,
+                "updated_at": oneid.updated_at,
+            }
+        )
+    return out
+
+
+def _golden_of(oneid: OneId, records: list[dict], strategies: dict | None = None) -> tuple[dict, str]:
+    """The golden record of ``records`` alone (a viewer's part of a person), by the survivorship rules."""
+    views = [
+        RecordView(r["id"], r["source__trust_rank"], r["created_at"].timestamp(), r["updated_at"].timestamp(), r["raw"])
+        for r in records
+    ]
+    if not views:
+        return {}, ""
+    if strategies is None:
+        strategies = dict(SurvivorshipRule.objects.values_list("attribute", "strategy"))
+    return golden_record(views, oneid.subject.subject_type.attribute_schema or {}, strategies)
+
+
+def _summary(oneid: OneId, *, viewer=None) -> dict:
+    """The part of a OneID's detail that needs only ``view_oneid``: golden record, state, history.
+
+    With a ``viewer`` who does not see all the person's records, a merge or split is shown only when
+    every record it names is visible to them (one query): the event itself would otherwise tell
+    that, and with what, another brand's record was joined."""
+    history = list(
+        MergeEvent.objects.filter(oneid_id=oneid.subject_id).values(
+            "id", "kind", "rule", "evidence", "others", "records", "actor_id", "correlation_id", "created_at"
+        )[:100]
+    )
+    if viewer is not None and history:
+        named = {r for event in history for r in event["records"] if isinstance(r, int)}
+        visible = set(visible_records(viewer).filter(id__in=named).values_list("id", flat=True))
+        history = [e for e in history if set(e["records"]) <= visible]
     subject = oneid.subject
     return {
         "id": subject.id,
@@ -144,7 +289,7 @@ def _summary(oneid: OneId) -> dict:
         "attributes": subject.attributes,
         "status": oneid.status,
         "merged_into": oneid.merged_into_id,
-        "history": list(history),
+        "history": history,
     }
 
 
@@ -165,8 +310,19 @@ def _candidate_keys(identifier_type: IdentifierType, spellings: set[str], scope:
     )
 
 
-def oneid_lookup(*, type_code: str, value: str, scope: str | None = None, include_records: bool = True) -> list[dict]:
-    """OneIDs holding ``value`` of identifier type ``type_code`` (after normalization)."""
+def oneid_lookup(
+    *,
+    type_code: str,
+    value: str,
+    scope: str | None = None,
+    include_records: bool = True,
+    viewer=None,
+    masked: bool = False,
+) -> list[dict]:
+    """OneIDs holding ``value`` of identifier type ``type_code`` (after normalization).
+
+    With a ``viewer``, only values held by records they may see count: brand A looking up a
+    phone that only brand B's record holds finds nobody."""
     identifier_type = IdentifierType.objects.filter(code=type_code).first()
     if identifier_type is None:
         raise ServiceError.single("type", f"No identifier type {type_code!r}.", "not_found")
@@ -177,15 +333,12 @@ def oneid_lookup(*, type_code: str, value: str, scope: str | None = None, includ
     except NormalizeError as exc:
         raise ServiceError.single("value", f"{type_code} {exc}") from None
     found = Identifier.objects.filter(key__in=_candidate_keys(identifier_type, spellings, scope), value__in=spellings)
-    oneids = sorted(
-        set(
-            SourceRecord.objects.filter(id__in=found.values("record_id"))
-            .exclude(oneid=None)
-            .values_list("oneid_id", flat=True)
-        )
-    )[:20]
+    holders = SourceRecord.objects.filter(id__in=found.values("record_id")).exclude(oneid=None)
+    if viewer is not None:
+        holders = visible_records(viewer, holders)
+    oneids = sorted(set(holders.values_list("oneid_id", flat=True)))[:20]
     rules = load_rules() if include_records else None
-    return [oneid_detail(o, rules, include_records=include_records) for o in oneids]
+    return [oneid_detail(o, rules, include_records=include_records, viewer=viewer, masked=masked) for o in oneids]
 
 
 def oneid_lookup_many(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from subjects import pii
 from subjects.models import Subject, SubjectType
 
 from ..models import (
@@ -15,6 +16,7 @@ from ..models import (
     SourceRecord,
     SourceSystem,
 )
+from ..selectors import mask_evidence, mask_raw
 
 
 class SourceSystemSerializer(serializers.ModelSerializer):
@@ -61,12 +63,21 @@ class BlockedValueSerializer(serializers.ModelSerializer):
 
 
 class SourceRecordSerializer(serializers.ModelSerializer):
+    """Raw fields and external id are personal data: masked unless the view says ``unmasked``."""
+
     source = serializers.SlugRelatedField(slug_field="code", read_only=True)
 
     class Meta:
         model = SourceRecord
         fields = ["id", "source", "external_id", "raw", "brand", "oneid", "created_at", "updated_at"]
         read_only_fields = fields
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if not self.context.get("unmasked"):
+            data["raw"] = mask_raw(data["raw"])
+            data["external_id"] = pii.mask(data["external_id"])
+        return data
 
 
 class SourceRecordWriteSerializer(serializers.Serializer):
@@ -160,6 +171,9 @@ class OneIdDetailSerializer(serializers.Serializer):
     attributes = serializers.DictField(help_text="The golden record")
     status = serializers.CharField()
     merged_into = serializers.IntegerField(allow_null=True)
+    partial = serializers.BooleanField(
+        required=False, help_text="Some records are other brands': records, golden record and history show yours only"
+    )
     records = OneIdRecordSerializer(many=True, required=False, help_text="Only with identity.view_sourcerecord")
     identifiers = IdentifierWhySerializer(many=True, required=False, help_text="Only with identity.view_sourcerecord")
     links = LinkSerializer(many=True, required=False, help_text="Only with identity.view_sourcerecord")
@@ -190,7 +204,15 @@ class MergeResponseSerializer(serializers.Serializer):
 
 
 class MatchSuggestionSerializer(serializers.ModelSerializer):
+    """The evidence's shared values are identifier values: masked unless the view says ``unmasked``."""
+
     status = serializers.CharField(read_only=True, help_text="open | accepted | rejected")
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if not self.context.get("unmasked"):
+            data["evidence"] = mask_evidence(data["evidence"])
+        return data
 
     class Meta:
         model = MatchSuggestion

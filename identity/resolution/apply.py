@@ -136,8 +136,8 @@ def apply_partition(
     if needs_golden:
         items = golden_items({rep: groups[rep] for rep in needs_golden}, ext_ids, rules)
         result = subject_bulk_upsert(
-            actor=actor, items=items, correlation_id=correlation_id, action="identity.oneids_upserted"
-        )
+            actor=None, items=items, correlation_id=correlation_id, action="identity.oneids_upserted"
+        )  # OneID subjects are derived: written as the system (pushes are scope-checked), actor on identity.resolved
         for rep, item_result in zip(needs_golden, result.results, strict=True):
             if chosen[rep] is None:
                 chosen[rep] = item_result.id

@@ -17,7 +17,7 @@ def admin_client(client, admin_user):
 def test_oneid_page_shows_records_links_history_and_splits(admin_client, sources):
     push(("crm_a", "A1", {"name": "王芳", "email": "fang@qq.com"}), ("wecom", "W1", {"email": "fang@qq.com"}))
     oneid = oneid_of("crm_a", "A1")
-    page = admin_client.get(f"/admin/identity/oneid/{oneid}/change/")
+    page = admin_client.get(f"/admin/identity/oneid/{oneid}/change/?unmask=1")  # values are masked by default
     assert page.status_code == 200
     html = page.content.decode()
     assert "identifier:email" in html and "fang@qq.com" in html and "Merge history" in html

@@ -13,8 +13,9 @@ RECORDS = "/api/v1/source-records/"
 
 
 def client_with(*codenames):
+    """A user with ``codenames`` in every scope (``all_scopes``: scoping is tested in tests/governance)."""
     user = UserFactory()
-    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    user.user_permissions.set(Permission.objects.filter(codename__in=[*codenames, "all_scopes"]))
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     return client
@@ -89,7 +90,7 @@ def test_oneid_detail_explains_links(api, sources, django_assert_max_num_queries
     )
     oneid = oneid_of("crm_a", "A1")
     with django_assert_max_num_queries(16):
-        response = api.get(f"/api/v1/oneids/{oneid}/")
+        response = api.get(f"/api/v1/oneids/{oneid}/?unmask=1")
     assert response.status_code == 200
     body = response.json()
     assert body["attributes"] == {"email": "fang@qq.com", "name": "王芳", "phone": "13812345678"}
@@ -104,7 +105,7 @@ def test_oneid_detail_explains_links(api, sources, django_assert_max_num_queries
 
 def test_resolve_by_any_spelling(api, sources):
     push(("crm_a", "A1", {"name": "王芳", "phone": "13812345678"}), ("oa_a", "O1", {"openid": "oA", "unionid": "u1"}))
-    response = api.get("/api/v1/oneids/resolve/", {"type": "phone", "value": "+86 138-1234-5678"})
+    response = api.get("/api/v1/oneids/resolve/", {"type": "phone", "value": "+86 138-1234-5678", "unmask": "1"})
     assert response.status_code == 200
     [match] = response.json()["matches"]
     assert match["id"] == oneid_of("crm_a", "A1") and match["attributes"]["name"] == "王芳"
@@ -135,7 +136,7 @@ def test_permissions(anon_api, sources):
     assert reader.get(RECORDS).status_code == 200
     assert reader.post(RECORDS, {"source": "shop", "external_id": "1", "raw": {}}, format="json").status_code == 403
     assert reader.post("/api/v1/oneids/merge/", {"oneids": [1, 2]}, format="json").status_code == 403
-    writer = client_with("view_sourcerecord", "add_sourcerecord", "change_sourcerecord")
+    writer = client_with("view_sourcerecord", "add_sourcerecord", "change_sourcerecord", "push_records")
     assert (
         writer.post(RECORDS + "bulk/", [{"source": "shop", "external_id": "1", "raw": {}}], format="json").status_code
         == 200

@@ -156,7 +156,7 @@ def test_split_and_merge_need_change_oneid(sources):
 # 2. admin accept needs change_oneid as well
 def _staff(*codenames):
     user = UserFactory(is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    user.user_permissions.set(Permission.objects.filter(codename__in=[*codenames, "all_scopes"]))
     return user
 
 

@@ -40,14 +40,35 @@ def api_for(user) -> APIClient:
     return client
 
 
+CANARY_W = {"external_userid": "wmCanaryWecom1", "email": "anna.canary@a.example"}  # group level (WeCom)
+CANARIES = (
+    "Canary",
+    "13911110001",
+    "anna.canary",
+    "bella.canary",
+    "Bcitycanary",
+    "wmCanaryWecom1",
+    "ExtCanaryA1",
+    "ExtCanaryB1",
+    "ExtCanaryW1",
+)
+B_ONLY = ("bella.canary", "Bcitycanary", "ExtCanaryB1", "wmCanaryWecom1", "ExtCanaryW1")
+
+
 class Person:
-    """One person: a brand-A CRM record and a brand-B CRM record sharing a phone (one OneID)."""
+    """One person known to brand A's CRM, brand B's CRM (name + phone) and the group's WeCom (e-mail)."""
 
     def __init__(self, sources: Sources):
-        push(("crm_a", "A1", CANARY_A), ("crm_b", "B1", CANARY_B))
-        self.record_a = SourceRecord.objects.get(source__code="crm_a", external_id="A1")
-        self.record_b = SourceRecord.objects.get(source__code="crm_b", external_id="B1")
-        assert self.record_a.oneid_id == self.record_b.oneid_id
+        # A first without its e-mail, the WeCom record apart, B joins A; then A's e-mail bridges A and
+        # WeCom: a merge event naming all three records (brand A may not see it).
+        push(("crm_a", "ExtCanaryA1", {k: v for k, v in CANARY_A.items() if k != "email"}))
+        push(("wecom", "ExtCanaryW1", CANARY_W))
+        push(("crm_b", "ExtCanaryB1", CANARY_B))
+        push(("crm_a", "ExtCanaryA1", CANARY_A))
+        self.record_a = SourceRecord.objects.get(source__code="crm_a")
+        self.record_b = SourceRecord.objects.get(source__code="crm_b")
+        self.record_w = SourceRecord.objects.get(source__code="wecom")
+        assert self.record_a.oneid_id == self.record_b.oneid_id == self.record_w.oneid_id
         self.oneid = self.record_a.oneid_id
 
 
@@ -70,3 +91,19 @@ def operator_a(world):
 @pytest.fixture
 def operator_a_pii(world):
     return make_user(*OPERATE, "view_pii", brands=[world.brand_a], username="op_a_pii")
+
+
+@pytest.fixture
+def operator_b_pii(world):
+    return make_user(*OPERATE, "view_pii", brands=[world.brand_b], username="op_b_pii")
+
+
+@pytest.fixture
+def hq_pii(world):
+    return make_user(*OPERATE, "view_pii", "all_scopes", username="hq_pii")
+
+
+def no_canary(content: bytes | str, canaries=CANARIES) -> list[str]:
+    """The canaries found in ``content`` (empty: none leaked)."""
+    text = content.decode() if isinstance(content, bytes) else content
+    return [c for c in canaries if c in text]
