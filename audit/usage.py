@@ -71,6 +71,18 @@ def record_inputs_use(tag_id: int, source: str) -> None:
     record_tag_use(inputs, KIND_OF_SOURCE[source])
 
 
+def tag_and_inputs(tag_id: int) -> QuerySet:
+    """``tag_id`` and the tags it reads, as a flat id queryset (one subquery of the upsert).
+
+    For reads that show a value together with the inputs it came from (explain).
+    """
+    from django.db.models import Q
+
+    from tags.models import TagDefinition
+
+    return TagDefinition.objects.filter(Q(pk=tag_id) | Q(dependents__tag_id=tag_id)).values_list("pk", flat=True)
+
+
 def _in_own_transaction() -> bool:
     """Whether the code runs inside a transaction it opened (not only a test case's wrapping one).
 

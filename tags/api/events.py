@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit.usage import record_tag_use
+from audit.usage import record_tag_use, tag_and_inputs
 from common.errors import ServiceError
 from subjects.access import visible_subjects
 from subjects.api.serializers import ErrorSerializer
@@ -122,5 +122,5 @@ class TagValueExplainView(APIView):
             ids[name] = int(raw)
         tag = get_object_or_404(visible_tags(request.user, TagDefinition.objects.select_related("rule")), pk=ids["tag"])
         get_object_or_404(visible_subjects(request.user), pk=ids["subject"])
-        record_tag_use([tag.pk], "read", actor=request.user)
+        record_tag_use(tag_and_inputs(tag.pk), "read", actor=request.user)
         return Response(redact_explanation(request.user, tag, explain(tag, ids["subject"])))

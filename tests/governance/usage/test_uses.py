@@ -86,6 +86,14 @@ def test_history_reads_and_explain_count_their_tag(api, tags, admin_user):
     assert uses() == {"skin": 3}
 
 
+def test_explain_also_counts_the_inputs_it_shows(api, tags, admin_user):
+    tag = rule_tag(tags)
+    member = tags.member()
+    write_values(tags.skin, [(member.id, "dry")], source="manual", actor=admin_user)
+    assert api.get("/api/v1/tag-explain/", {"tag": tag.pk, "subject": member.id}).status_code == 200
+    assert uses() == {"skin_is_dry": 1, "skin": 1}
+
+
 def test_a_refused_read_counts_nothing(api, tags):
     assert api.get(f"{LIST}at/", {"tag": "skin", "type": "member", "subject": 10**9, "at": "2026-01-01"}).status_code
     assert uses() == {}
