@@ -253,3 +253,38 @@ def test_audit_list_pages_run_a_constant_number_of_queries(world, client, audito
     with CaptureQueriesContext(connection) as many:
         assert client.get(url).status_code == 200
     assert len(many) == len(few)
+
+
+def test_token_api_write_of_a_signal_logged_model_has_the_actor(db):
+    """Blocked values are logged by auditlog's signals; the token user is known only after DRF auth."""
+    from identity.models import BlockedValue, IdentifierType
+
+    user = UserFactory(username="rules_token")
+    _grant(user, "identity.add_blockedvalue", "identity.view_blockedvalue", "subjects.all_scopes")
+    phone_type = IdentifierType.objects.create(code="phone", name="Phone", normalizer="phone", fields=["phone"])
+    response = _token_client(user).post(
+        "/api/v1/blocked-values/", {"identifier_type": phone_type.code, "value": PHONE}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    entry = LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(BlockedValue)).latest("id")
+    assert entry.actor == user and PHONE not in json.dumps(entry.changes)
+
+
+def test_actor_middleware_resolves_the_user_lazily(db):
+    """The user is read when a record is written, i.e. after DRF has authenticated the token."""
+    from django.contrib.auth.models import AnonymousUser
+    from django.test import RequestFactory
+
+    from audit.actor import ActorMiddleware
+
+    user = UserFactory(username="late_user")
+    request = RequestFactory().get("/")
+    request.user = AnonymousUser()
+
+    def view(req):
+        before = current_actor()
+        req.user = user  # what DRF does once the token is authenticated
+        return before, current_actor()
+
+    assert ActorMiddleware(view)(request) == (None, user)
+    assert current_actor() is None
