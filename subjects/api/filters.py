@@ -1,7 +1,9 @@
 import django_filters as filters
 from django.db.models import Q
 from django.utils import timezone
+from rest_framework.exceptions import PermissionDenied
 
+from ..access import can_see_pii
 from ..models import Relationship, RelationshipType, Subject, SubjectType
 from ..querysets import region_subtree_sql
 from ..schemas import MAX_ID
@@ -25,7 +27,9 @@ class RelationshipTypeFilter(filters.FilterSet):
 class SubjectFilter(filters.FilterSet):
     type = filters.CharFilter(field_name="subject_type__code", help_text="Subject type code")
     within_region = filters.NumberFilter(method="filter_within_region", help_text="Region id; includes sub-regions")
-    q = filters.CharFilter(field_name="display_name", lookup_expr="icontains", help_text="Display name contains")
+    q = filters.CharFilter(
+        method="filter_display_name", help_text="Display name contains (needs the PII permission: names are PII)"
+    )
     updated_after = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gt")
 
     # Plain ids: a model choice filter would list every subject in the browsable API's form.
@@ -37,6 +41,12 @@ class SubjectFilter(filters.FilterSet):
     class Meta:
         model = Subject
         fields = ["source", "external_id"]
+
+    def filter_display_name(self, queryset, name, value):
+        """Without ``view_pii`` a name search would be an oracle for masked names: refused (403)."""
+        if not can_see_pii(getattr(self.request, "user", None)):
+            raise PermissionDenied("Searching by display name needs the permission to see personal data.")
+        return queryset.filter(display_name__icontains=value)
 
     def filter_within_region(self, queryset, name, value):
         if not 0 < value < MAX_ID:

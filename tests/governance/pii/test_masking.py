@@ -148,3 +148,12 @@ def test_admin_export_is_masked(person, client):
     body = response.content.decode()
     assert response.status_code == 200
     assert NAME not in body and PHONE not in body and "P1" in body
+
+
+def test_api_name_search_needs_view_pii(person, client):
+    client.force_login(_user("subjects.view_subject", "subjects.all_scopes", username="searcher"))
+    response = client.get("/api/v1/subjects/", {"q": "Canary"})
+    assert response.status_code == 403 and NAME not in response.content.decode()
+    holder = _user("subjects.view_subject", "subjects.all_scopes", "subjects.view_pii", username="holder")
+    client.force_login(holder)
+    assert [r["id"] for r in client.get("/api/v1/subjects/", {"q": "Canary"}).json()["results"]] == [person.pk]
