@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from hashlib import blake2b
+from typing import NamedTuple
 
 from .normalize import NORMALIZERS, NormalizeError
 
@@ -61,16 +63,31 @@ class Rules:
         # One set and one list of compiled patterns per type (its own and the every-type ones).
         # The patterns stay separate: joined into one alternation, group numbers shift (backreferences
         # silently match something else) and two patterns naming the same group do not compile at all.
-        self._exact: dict[int, set[str]] = {}
-        self._patterns: dict[int, list[re.Pattern]] = {}
+        self._blocked: dict[int, Callable[[str], bool]] = {}
         for t in self.types:
-            self._exact[t.id] = self.blocked_exact.get(t.id, set()) | self.blocked_exact.get(None, set())
-            self._patterns[t.id] = self.blocked_patterns.get(t.id, []) + self.blocked_patterns.get(None, [])
+            exact = self.blocked_exact.get(t.id, set()) | self.blocked_exact.get(None, set())
+            patterns = self.blocked_patterns.get(t.id, []) + self.blocked_patterns.get(None, [])
+            self._blocked[t.id] = _blocker(frozenset(exact), patterns)
+        self._plans: dict[SourceScope, dict[str, list[tuple]]] = {}
 
     def is_blocked(self, type_id: int, value: str) -> bool:
-        if not value or value.casefold() in self._exact[type_id]:
-            return True
-        return any(pattern.fullmatch(value) is not None for pattern in self._patterns[type_id])
+        return self._blocked[type_id](value)
+
+    def plan(self, source: SourceScope) -> dict[str, list[tuple]]:
+        """Per raw field, what extraction does for records of ``source``, resolved once per
+        snapshot: ``(rule, clean, finish, blocked, scope, key prefix, status if not blocked)``."""
+        plan = self._plans.get(source)
+        if plan is None:
+            plan = self._plans[source] = {}
+            for name, rules in self.by_field.items():
+                for rule in rules:
+                    normalizer = NORMALIZERS[rule.normalizer]
+                    scope = source.scope_for(rule.scoping)
+                    prefix = f"{source.subject_type_id}\x1et{rule.id}\x1e{scope}\x1e".encode()
+                    status = "link" if rule.strong else "part"
+                    step = (rule, normalizer.clean, normalizer.finish, self._blocked[rule.id], scope, prefix, status)
+                    plan.setdefault(name, []).append(step)
+        return plan
 
     def shared_limit(self, type_id: int | None, composite_id: int | None) -> int | None:
         if type_id is not None:
@@ -84,6 +101,44 @@ class Rules:
         if type_id is not None:
             return self.by_id[type_id].priority if type_id in self.by_id else 1000
         return next((c.priority for c in self.composites if c.id == composite_id), 1000)
+
+
+UNSAFE_TO_JOIN = re.compile(r"\\[1-9]|\(\?P=|\(\?\(|\(\?[aiLmsux]+\)")
+
+
+def _joined(patterns: list[re.Pattern]) -> re.Pattern | None:
+    """One alternation of ``patterns`` when it matches exactly what they match one by one.
+
+    Joining shifts group numbers and merges group names, so a pattern with a backreference,
+    a conditional, a named group or inline global flags keeps the one-by-one path.
+    """
+    if not patterns or len({p.flags for p in patterns}) != 1:
+        return None
+    if any(p.groupindex or UNSAFE_TO_JOIN.search(p.pattern) for p in patterns):
+        return None
+    try:
+        return re.compile("|".join(f"(?:{p.pattern})" for p in patterns), patterns[0].flags)
+    except re.error:
+        return None
+
+
+def _blocker(exact: frozenset[str], patterns: list[re.Pattern]) -> Callable[[str], bool]:
+    """``value -> blocked?`` for one type: empty, an exact blocked value (case-folded) or a pattern.
+
+    The patterns that can be joined are matched as one alternation; the others one by one."""
+    unsafe = [p for p in patterns if _joined([p]) is None]
+    joined = _joined([p for p in patterns if p not in unsafe])
+    if joined is None and not unsafe:
+        return lambda value: not value or value.casefold() in exact
+    full = joined.fullmatch if joined is not None else (lambda value: None)
+    if not unsafe:
+        return lambda value: not value or value.casefold() in exact or full(value) is not None
+    return lambda value: (
+        not value
+        or value.casefold() in exact
+        or full(value) is not None
+        or any(p.fullmatch(value) is not None for p in unsafe)
+    )
 
 
 def load_rules() -> Rules:
@@ -126,9 +181,8 @@ def load_rules() -> Rules:
     return Rules(types, composites, exact, patterns, strategies, subject_types)
 
 
-@dataclass(frozen=True)
-class Extracted:
-    """One identifier of a record, ready to store."""
+class Extracted(NamedTuple):
+    """One identifier of a record, ready to store (a tuple: ingest makes ~3.4 per record)."""
 
     type_id: int | None
     composite_id: int | None
@@ -176,34 +230,37 @@ def extract(
     usable: dict[int, list[str]] = {}  # type id -> scoped values, for composite keys
     where_of: dict[str, str] = {}  # scoped value -> the field it came from (a composite too long names it)
     seen: set[int] = set()
+    plan = rules.plan(source)
     for name, raw_value in raw.items():
-        if raw_value is None or name not in rules.by_field:
+        if raw_value is None:
             continue
-        values = raw_value if isinstance(raw_value, list) else [raw_value]
+        steps = plan.get(name)
+        if steps is None:
+            continue
+        listed = isinstance(raw_value, list)
+        values = raw_value if listed else (raw_value,)
         if len(values) > MAX_VALUES_PER_FIELD:
             problems.append((f"raw.{name}", f"at most {MAX_VALUES_PER_FIELD} values"))
             continue
-        for rule in rules.by_field[name]:
-            normalizer = NORMALIZERS[rule.normalizer]
-            scope = source.scope_for(rule.scoping)
+        for rule, clean, finish, blocked, scope, prefix, linking in steps:
             for position, one in enumerate(values):
-                where = f"raw.{name}" if values is not raw_value else f"raw.{name}.{position}"
                 try:
-                    cleaned = normalizer.clean(one)
-                    if rules.is_blocked(rule.id, cleaned):
+                    cleaned = clean(one)
+                    if blocked(cleaned):
                         value, status = cleaned, "blocked"
                     else:
-                        value = normalizer.finish(cleaned)
-                        status = "blocked" if rules.is_blocked(rule.id, value) else ("link" if rule.strong else "part")
+                        value = finish(cleaned)
+                        status = "blocked" if value != cleaned and blocked(value) else linking
                 except NormalizeError as exc:
-                    problems.append((where, f"{rule.code} {exc}"))
+                    problems.append((f"raw.{name}.{position}" if listed else f"raw.{name}", f"{rule.code} {exc}"))
                     continue
                 if len(value) > MAX_VALUE_LENGTH:  # NFKC can lengthen a value that passed its length check
+                    where = f"raw.{name}.{position}" if listed else f"raw.{name}"
                     problems.append(
                         (where, f"{rule.code} is longer than {MAX_VALUE_LENGTH} characters once normalized")
                     )
                     continue
-                key = link_key(source.subject_type_id, f"t{rule.id}", scope, value)
+                key = int.from_bytes(blake2b(prefix + value.encode(), digest_size=8).digest(), "big", signed=True)
                 if key in seen:
                     continue
                 seen.add(key)
@@ -211,7 +268,8 @@ def extract(
                 if status != "blocked":
                     scoped = f"{scope}\x1d{value}" if scope else value
                     usable.setdefault(rule.id, []).append(scoped)
-                    where_of.setdefault(scoped, where)
+                    if scoped not in where_of:
+                        where_of[scoped] = f"raw.{name}.{position}" if listed else f"raw.{name}"
     for composite in rules.composites:
         if not all(part in usable for part in composite.parts):
             continue

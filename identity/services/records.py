@@ -8,12 +8,15 @@ item or value rejects the batch with errors naming index and field.
 
 from __future__ import annotations
 
-import hashlib
+import gc
 import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from hashlib import blake2b
 
 import orjson
+import psycopg
 from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
@@ -48,7 +51,7 @@ class RecordsResult:
     merges: list[int] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     index: int
     source: SourceSystem
@@ -100,14 +103,16 @@ def source_record_bulk_upsert(
         raise ServiceError.single("items", f"A batch holds at most {max_items} items; got {len(items)}.", "too_many")
     rules = rules or load_rules()
     errors: list[ItemError] = []
-    parsed = _parse(items, rules, errors)
+    with _collector_paused(len(items) > SMALL_BATCH):
+        parsed = _parse(items, rules, errors)
     if errors:
         raise ServiceError(f"{len({e.index for e in errors})} of {len(items)} items are invalid.", errors)
     correlation_id = correlation_id or uuid.uuid4()
     with transaction.atomic():
-        results = _write_records(parsed)
-        changed = [(item, r) for item, r in zip(parsed, results, strict=True) if r.status != "unchanged"]
-        removed = _replace_identifiers(changed, rules)
+        with _collector_paused(len(items) > SMALL_BATCH):
+            results = _write_records(parsed)
+            changed = [(item, r) for item, r in zip(parsed, results, strict=True) if r.status != "unchanged"]
+            removed = _replace_identifiers(changed, rules)
         counts = {s: sum(1 for r in results if r.status == s) for s in ("created", "updated", "unchanged")}
         bulk_write_record(
             actor=actor,
@@ -138,6 +143,26 @@ def source_record_bulk_upsert(
     return RecordsResult(results, correlation_id, counts, merges)
 
 
+@contextmanager
+def _collector_paused(pause: bool):
+    """Pause the cyclic garbage collector while a large batch is parsed and written.
+
+    Parsing allocates a few tuples, dicts and strings per identifier and frees nothing, so
+    every few hundred allocations a generation-0 pass runs and, with a large batch alive,
+    the older generations are walked again and again: ~11 µs a record of a 10,000-item call
+    (a quarter of ingest's Python). None of these objects forms a cycle; reference counting
+    frees them, and the collector resumes afterwards (if it was on).
+    """
+    if not pause or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def _parse(items: Sequence[Mapping], rules: Rules, errors: list[ItemError]) -> list[_Item]:
     codes = {i.get("source") for i in items if isinstance(i, Mapping) and isinstance(i.get("source"), str)}
     sources = {s.code: s for s in SourceSystem.objects.filter(code__in=codes)}
@@ -145,6 +170,12 @@ def _parse(items: Sequence[Mapping], rules: Rules, errors: list[ItemError]) -> l
     parsed: list[_Item] = []
     seen: dict[tuple[int, str], int] = {}
     for index, raw_item in enumerate(items):
+        item = _parse_valid_item(index, raw_item, sources, scopes, rules)
+        if item is not None:
+            first = seen.setdefault((item.source.id, item.external_id), index)
+            if first == index:
+                parsed.append(item)
+                continue
         before = len(errors)
         if not isinstance(raw_item, Mapping):
             errors.append(ItemError(index, "", "Each item must be a JSON object."))
@@ -177,9 +208,33 @@ def _parse(items: Sequence[Mapping], rules: Rules, errors: list[ItemError]) -> l
         if first != index:
             errors.append(ItemError(index, "external_id", f"Duplicate of item {first} (same source and external_id)."))
         if len(errors) == before:
-            digest = hashlib.blake2b(encoded, digest_size=16).hexdigest()
+            digest = blake2b(encoded, digest_size=16).hexdigest()
             parsed.append(_Item(index, source, external_id, raw, digest, identifiers, encoded, notes))
     return parsed
+
+
+def _parse_valid_item(index: int, raw_item: object, sources: dict, scopes: dict, rules: Rules) -> _Item | None:
+    """The fast path for a well-formed item (the common case); ``None`` sends it to the detailed
+    path in :func:`_parse`, which finds and names every problem (duplicates included)."""
+    if type(raw_item) is not dict or not raw_item.keys() <= ITEM_FIELDS:
+        return None
+    code = raw_item.get("source")
+    source = sources.get(code) if type(code) is str else None
+    external_id = raw_item.get("external_id")
+    raw = raw_item.get("raw", {})
+    if source is None or type(raw) is not dict or not valid_text(external_id, 128):
+        return None
+    if not external_id.isascii() and not _utf8(external_id):
+        return None
+    encoded, problem = _encode(raw)
+    if problem:
+        return None
+    notes: list[dict] = []
+    identifiers, problems = extract(raw, scopes[code], rules, notes)
+    if problems:
+        return None
+    digest = blake2b(encoded, digest_size=16).hexdigest()
+    return _Item(index, source, external_id, raw, digest, identifiers, encoded, notes)
 
 
 RECORD_COLUMNS = [
@@ -192,11 +247,18 @@ RECORD_COLUMNS = [
 
 
 def _write_records(items: list[_Item]) -> list[RecordResult]:
-    """One guarded upsert: new rows inserted, changed rows (other content hash) updated."""
+    """One guarded upsert: new rows inserted, changed rows (other content hash) updated.
+
+    A large batch of only new keys (a bulk load) is copied straight into the table
+    (as the subjects services' all-new path: one probe statement, then ``COPY``)."""
     if not items:
         return []
     now = timezone.now()
     rows = [(i.source.id, i.external_id, i.encoded.decode(), i.content_hash, i.source.brand_id) for i in items]
+    if connection.vendor == "postgresql" and len(rows) > SMALL_BATCH:
+        ids = _copy_if_all_new(rows, now)
+        if ids is not None:
+            return [RecordResult(i.index, id_, "created") for i, id_ in zip(items, ids, strict=True)]
     names = ", ".join(n for n, _ in RECORD_COLUMNS)
     source, params = _stage(rows)
     stamp = now.isoformat() if connection.vendor == "postgresql" else connection.ops.adapt_datetimefield_value(now)
@@ -226,6 +288,53 @@ def _write_records(items: list[_Item]) -> list[RecordResult]:
 
 
 SMALL_BATCH = 200
+NEW_SAVEPOINT = "tw_records_all_new"
+# Reserves one id per row when no key of the batch is stored (the EXISTS stops at the first that is;
+# each key one probe of the unique index, a plan independent of statistics), else none.
+RESERVE_SQL = (
+    "SELECT nextval('identity_sourcerecord_id_seq'::regclass) FROM generate_series(1, CASE WHEN EXISTS"
+    " (SELECT 1 FROM json_array_elements(%s::json) k CROSS JOIN LATERAL (SELECT 1 FROM identity_sourcerecord y"
+    " WHERE y.source_id = (k->>0)::bigint AND y.external_id = k->>1 LIMIT 1) x) THEN 0 ELSE %s END)"
+)
+
+
+def _copy_if_all_new(rows: list[tuple], now) -> list[int] | None:
+    """Ids (in ``rows`` order) when every key is new and the rows are copied in; ``None``, having
+    written nothing, when some key is stored (the caller's guarded upsert takes the batch).
+
+    Rows go in key order, the order of every writer, so concurrent batches cannot deadlock; a
+    concurrent insert of one of the keys rolls back to the savepoint and falls back too. The COPY
+    stream is built as one text (``write_row`` costs ~4 µs a row)."""
+    order = sorted(range(len(rows)), key=lambda i: (rows[i][0], rows[i][1]))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SAVEPOINT {NEW_SAVEPOINT}")
+        cursor.execute(RESERVE_SQL, [orjson.dumps([rows[i][:2] for i in order]).decode(), len(rows)])
+        reserved = sorted(row[0] for row in cursor.fetchall())
+        if len(reserved) != len(rows):
+            cursor.execute(f"RELEASE SAVEPOINT {NEW_SAVEPOINT}")
+            return None
+        stamp = now.isoformat()
+        stream = "".join(
+            f"{id_}\t{source_id}\t{_text(external_id)}\t{_text(raw)}\t{digest}\t"
+            f"{brand if brand is not None else NULL}\t{stamp}\t{stamp}\n"
+            for id_, (source_id, external_id, raw, digest, brand) in zip(
+                reserved, (rows[i] for i in order), strict=True
+            )
+        )
+        try:
+            with cursor.cursor.copy(
+                "COPY identity_sourcerecord (id, source_id, external_id, raw, content_hash, brand_id,"
+                " created_at, updated_at) FROM STDIN"
+            ) as copy:
+                copy.write(stream)
+        except psycopg.IntegrityError:
+            cursor.execute(f"ROLLBACK TO SAVEPOINT {NEW_SAVEPOINT}; RELEASE SAVEPOINT {NEW_SAVEPOINT}")
+            return None
+        cursor.execute(f"RELEASE SAVEPOINT {NEW_SAVEPOINT}")
+    ids = [0] * len(rows)
+    for id_, i in zip(reserved, order, strict=True):
+        ids[i] = id_
+    return ids
 
 
 def _decoded(row: tuple) -> tuple:
@@ -284,11 +393,35 @@ def _replace_identifiers(changed: list[tuple[_Item, RecordResult]], rules: Rules
             connection.cursor() as cursor,
             cursor.cursor.copy(f"COPY identity_identifier ({columns}) FROM STDIN") as copy,
         ):
-            for row in rows:
-                copy.write_row(row)
+            copy.write(_copy_text(rows))
     else:
         Identifier.objects.bulk_create([Identifier(**dict(zip(IDENTIFIER_COLUMNS, row, strict=True))) for row in rows])
     return removed
+
+
+def _copy_text(rows: list[tuple]) -> str:
+    """Identifier rows in COPY's text format, built in one join (``write_row`` costs ~4 µs a row).
+
+    Ids are ints, statuses fixed words; scope and value are escaped (backslash, tab, newline,
+    carriage return; NUL never passes normalization)."""
+
+    text = _text
+    return "".join(
+        f"{record}\t{type_id if type_id is not None else NULL}\t{composite if composite is not None else NULL}"
+        f"\t{text(scope)}\t{text(value)}\t{key}\t{status}\n"
+        for record, type_id, composite, scope, value, key, status in rows
+    )
+
+
+def _text(value: str) -> str:
+    """``value`` escaped for COPY's text format."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(COPY_ESCAPES)
+    return value
+
+
+NULL = "\\N"
+COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def _over_limit(items: list[_Item], rules: Rules) -> dict[int, int]:
