@@ -30,7 +30,19 @@ from .services import PII_FIELDS, mask_changes
 
 MAX_ID = 2**63 - 1
 SAFE_SUMMARY_STRINGS = frozenset(
-    {"action", "kind", "rule", "code", "status", "direction", "object_type", "relationship_type", "from", "to"}
+    {
+        "action",
+        "kind",
+        "rule",
+        "code",
+        "status",
+        "direction",
+        "object_type",
+        "relationship_type",
+        "from",
+        "to",
+        "fields",
+    }
 )
 
 

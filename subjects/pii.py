@@ -284,6 +284,20 @@ class PiiAdminMixin:
             object_ids,
         )
 
+    # The admin's own history stores ``str(obj)``: always the masked label, even when revealed.
+
+    def log_addition(self, request, obj, message):
+        with masked_labels():
+            return super().log_addition(request, obj, message)
+
+    def log_change(self, request, obj, message):
+        with masked_labels():
+            return super().log_change(request, obj, message)
+
+    def log_deletions(self, request, queryset):
+        with masked_labels():
+            return super().log_deletions(request, queryset)
+
     def _masking(self, request, obj=None) -> bool:
         return obj is not None and not self._revealing(request)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
@@ -25,7 +27,7 @@ def person(world):
     return Subject.objects.create(
         subject_type=world.member_type,
         source="crm",
-        external_id="P1",
+        external_id="EXT-PERSON-1",
         display_name=NAME,
         attributes={"skin_type": "dry", "nick": "Canary Nick", "contact": {"mobile_phone": PHONE}},
         brand=world.brand_a,
@@ -130,8 +132,8 @@ def test_admin_changelist_and_search(person, client):
     client.force_login(user)
     url = reverse("admin:subjects_subject_changelist")
     page = client.get(url).content.decode()
-    assert NAME not in page and "P1" in page
-    assert "P1" not in client.get(url + "?q=Canary").content.decode()  # no name search without view_pii
+    assert NAME not in page and "EXT-PERSON-1" in page
+    assert "EXT-PERSON-1" not in client.get(url + "?q=Canary").content.decode()  # no name search without view_pii
 
 
 def test_admin_export_is_masked(person, client):
@@ -147,7 +149,7 @@ def test_admin_export_is_masked(person, client):
     )
     body = response.content.decode()
     assert response.status_code == 200
-    assert NAME not in body and PHONE not in body and "P1" in body
+    assert NAME not in body and PHONE not in body and "EXT-PERSON-1" in body
 
 
 def test_api_name_search_needs_view_pii(person, client):
@@ -157,3 +159,22 @@ def test_api_name_search_needs_view_pii(person, client):
     holder = _user("subjects.view_subject", "subjects.all_scopes", "subjects.view_pii", username="holder")
     client.force_login(holder)
     assert [r["id"] for r in client.get("/api/v1/subjects/", {"q": "Canary"}).json()["results"]] == [person.pk]
+
+
+def test_revealed_admin_edit_is_stored_with_masked_labels(person, client):
+    from auditlog.models import LogEntry as AuditEntry
+    from django.contrib.admin.models import LogEntry as AdminEntry
+
+    client.force_login(_user(superuser=True, username="editor"))
+    url = reverse("admin:subjects_subject_change", args=[person.pk]) + "?unmask=1"
+    response = client.post(
+        url,
+        {"display_name": "Renamed Canary", "attributes": json.dumps(person.attributes), "brand": person.brand_id},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    person.refresh_from_db()
+    assert person.display_name == "Renamed Canary"
+    stored = [e.object_repr for e in AdminEntry.objects.all()] + [
+        e.object_repr + json.dumps(e.changes) for e in AuditEntry.objects.filter(object_id=person.pk)
+    ]
+    assert stored and not any(NAME in s or "Renamed Canary" in s or PHONE in s for s in stored)
