@@ -69,12 +69,8 @@ class PropagationCompiler:
         return f"json_extract({column}, '$.{key}') = %s", [value]
 
     # ---- the walk ---------------------------------------------------------------------
-    def reach(self, selection: Selection, sources: Selection | None = None) -> Frag:
-        """``(target_id, source_id, w, at, rid)`` for every path from a chunk target to a source.
-
-        With ``sources`` the walk is bounded at the source end instead (the pairs a
-        changed source takes part in, for delta maintenance); ``selection`` is ignored.
-        """
+    def reach(self, selection: Selection) -> Frag:
+        """``(target_id, source_id, w, at, rid)`` for every path from a chunk target to a source."""
         steps = list(reversed(self.p.steps))
         now = self.moment(self.now)
         joins, conds, params = [], [], []
@@ -97,10 +93,7 @@ class PropagationCompiler:
             weight.append(f"{alias}.weight")
         first_near = _ends(steps[0])[0]
         last_far = f"r{len(steps) - 1}.{_ends(steps[-1])[1]}"
-        if sources is not None:
-            chunk_sql, chunk_params = self.ids_in(last_far, sources)
-        else:
-            chunk_sql, chunk_params = self.ids_in(f"r0.{first_near}", selection)
+        chunk_sql, chunk_params = self.ids_in(f"r0.{first_near}", selection)
         params = [*params_first, *chunk_params]
         join_sql = " ".join(sql for sql, _ in joins)
         join_params = [p for _, ps in joins for p in ps]
@@ -114,6 +107,45 @@ class PropagationCompiler:
             f" WHERE {conds[0]} AND {chunk_sql}"
         )
         return sql, [*join_params, *params]
+
+    def reach_from_sources(self, sources: Selection) -> Frag:
+        """``reach`` bounded at the source end: the paths a few changed sources take (deltas).
+
+        Walked from the sources towards the targets, each further step a LATERAL index probe
+        (``OFFSET 0``): the planner, estimating a join of a few rows with a type of thousands,
+        otherwise merge-joins a whole index of the relationship table.
+        """
+        steps = list(reversed(self.p.steps))  # r0 ends at the target, r{last} starts at the source
+        now = self.moment(self.now)
+        last = len(steps) - 1
+        cols = "id, weight, valid_from, valid_to, created_at, attributes, from_subject_id, to_subject_id, subject_id"
+        where = [(f"r{last}.relationship_type_id = %s", [steps[last].relationship_type_id])]
+        where += self.step_filters(f"r{last}", steps[last], now)
+        where.append(self.ids_in(f"r{last}.{_ends(steps[last])[1]}", sources))
+        joins: list[Frag] = []
+        for i in range(last - 1, -1, -1):
+            alias, step = f"r{i}", steps[i]
+            conds = [
+                (f"{alias}.{_ends(step)[1]} = r{i + 1}.{_ends(steps[i + 1])[0]}", []),
+                (f"{alias}.relationship_type_id = %s", [step.relationship_type_id]),
+                *self.step_filters(alias, step, now),
+            ]
+            inner = " AND ".join(sql for sql, _ in conds)
+            joins.append(
+                (
+                    f"CROSS JOIN LATERAL (SELECT {cols} FROM subjects_relationship {alias} WHERE {inner} OFFSET 0) {alias}",
+                    [x for _, ps in conds for x in ps],
+                )
+            )
+        w = " * ".join(f"r{i}.weight" for i in range(len(steps)))
+        if self.exact:
+            w = f"({w})::numeric"
+        sql = (
+            f"SELECT r0.{_ends(steps[0])[0]} AS target_id, r{last}.{_ends(steps[last])[1]} AS source_id, {w} AS w,"
+            f" COALESCE(r0.valid_from, r0.created_at) AS at, r0.id AS rid FROM subjects_relationship r{last}"
+            f" {' '.join(sql for sql, _ in joins)} WHERE {' AND '.join(sql for sql, _ in where)}"
+        )
+        return sql, [*(x for _, ps in joins for x in ps), *(x for _, ps in where for x in ps)]
 
     def step_filters(self, alias: str, step: Step, now) -> list[Frag]:
         filters: list[Frag] = []
@@ -134,7 +166,10 @@ class PropagationCompiler:
 
     def pairs(self, selection: Selection, sources: Selection | None = None) -> Frag:
         """Distinct (target, source) with the summed path weight and the latest relationship."""
-        reach_sql, params = self.reach(selection, sources)
+        reach_sql, params = self.reach(selection) if sources is None else self.reach_from_sources(sources)
+        if self.p.aggregate == "copy" and self.p.policy == "most_recent":
+            # the latest relationship decides: its path's row, no pairs needed (nor their grouping)
+            return f"SELECT target_id, source_id, w, at, rid FROM ({reach_sql}) reach", params
         if self.p.weighted or self.p.aggregate == "copy":
             sql = (
                 "SELECT target_id, source_id, SUM(w) AS w, MAX(at) AS at, MAX(rid) AS rid"
@@ -393,6 +428,11 @@ class PropagationCompiler:
             )
         vals, params = self.values(selection, elements=False)
         order = "at DESC, rid DESC" if self.p.policy == "most_recent" else "w DESC, at DESC, rid DESC"
+        if self.pg:  # one sort, the first row per target (what one writes by hand)
+            return (
+                f"SELECT DISTINCT ON (target_id) target_id, raw AS value FROM ({vals}) vals ORDER BY target_id, {order}",
+                params,
+            )
         picked = f"SELECT target_id, raw, ROW_NUMBER() OVER (PARTITION BY target_id ORDER BY {order}) AS pick FROM ({vals}) vals"
         return f"SELECT target_id, raw AS value FROM ({picked}) c WHERE pick = 1", params
 

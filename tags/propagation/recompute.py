@@ -58,11 +58,11 @@ def write_selection(
     values derived from it (the same formula as the deltas').
     """
     if uses_state(prop):
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             lock_tag(tag.pk)
             rebuild(tag.pk, prop, selection, now)
             sql, params = values_select(tag.pk, prop, selection, now)
-            return _write(tag, sql, params, selection, now, correlation_id, with_values)
+            return _write(tag, sql, params, selection, now, correlation_id, with_values, lock=False)
     sql, params = compiled_select(prop, selection, now)
     return _write(tag, sql, params, selection, now, correlation_id, with_values)
 
@@ -76,6 +76,7 @@ def write_changes(
     now: dt.datetime,
     correlation_id: uuid.UUID,
     with_values: bool = False,
+    state_ready: bool | None = None,
 ) -> Applied:
     """The engine's step: ``targets`` recomputed from all inputs, source ``changes`` applied as deltas.
 
@@ -84,7 +85,9 @@ def write_changes(
     whose full recompute has not finished) their targets are recomputed instead.
     """
     targets = {int(i) for i in targets}
-    if changes and not (uses_state(prop) and tag.pk in state_built([tag.pk])):
+    if state_ready is None:  # (the planner knows it from its index)
+        state_ready = tag.pk in state_built([tag.pk])
+    if changes and not (uses_state(prop) and state_ready):
         targets.update(targets_of_source(prop, [sid for sid, _, _ in changes]))
         changes = []
     if not changes:
@@ -93,7 +96,7 @@ def write_changes(
         return write_selection(
             tag, prop, Selection.of_ids(targets), now=now, correlation_id=correlation_id, with_values=with_values
         )
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         lock_tag(tag.pk)
         if targets:
             rebuild(tag.pk, prop, Selection.of_ids(targets), now)
@@ -102,10 +105,10 @@ def write_changes(
             return Applied(values=[] if with_values else None)
         selection = Selection.of_ids(ids)
         sql, params = values_select(tag.pk, prop, selection, now)
-        return _write(tag, sql, params, selection, now, correlation_id, with_values)
+        return _write(tag, sql, params, selection, now, correlation_id, with_values, lock=False)
 
 
-def _write(tag, sql, params, selection, now, correlation_id, with_values) -> Applied:
+def _write(tag, sql, params, selection, now, correlation_id, with_values, *, lock: bool = True) -> Applied:
     return write_computed(
         tag,
         sql,
@@ -117,6 +120,7 @@ def _write(tag, sql, params, selection, now, correlation_id, with_values) -> App
         now=now,
         correlation_id=correlation_id,
         with_values=with_values,
+        lock=lock,
     )
 
 

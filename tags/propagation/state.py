@@ -267,13 +267,13 @@ def apply_delta(
             " ORDER BY target_id, key"
             " ON CONFLICT (tag_id, subject_id, key) DO UPDATE"
             " SET c = t.c + EXCLUDED.c, n = t.n + EXCLUDED.n, s = t.s + EXCLUDED.s"
-            " RETURNING t.subject_id, t.c < 0 OR (t.c = 0 AND (t.n <> 0 OR t.s <> 0)) AS broken",
+            " RETURNING t.subject_id, t.c < 0 OR (t.c = 0 AND (t.n <> 0 OR t.s <> 0)) AS broken, t.c = 0",
             [tag_id, *delta_params, skipped],
         )
         rows = cursor.fetchall()
         touched = sorted({int(r[0]) for r in rows})
         broken = sorted({int(r[0]) for r in rows if r[1]})
-        if touched:
+        if any(r[2] for r in rows):  # a value or a target lost its last source
             cursor.execute(
                 f"DELETE FROM {STATE} WHERE tag_id = %s AND subject_id = ANY(%s::bigint[]) AND c = 0",
                 [tag_id, touched],

@@ -25,6 +25,7 @@ class Index:
     by_attributes: dict[int, set[int]] = field(default_factory=dict)  # subject type → tags reading attributes
     windowed_rules: dict[int, list[tuple[str, int]]] = field(default_factory=dict)  # tag → [(event type, days)]
     position: dict[int, int] = field(default_factory=dict)
+    state_built: set[int] = field(default_factory=set)  # propagations whose whole state is built (deltas apply)
 
     def rule(self, tag_id: int):
         from tags.services.compiled import active_rule
@@ -48,7 +49,8 @@ def _stamp() -> object:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT (SELECT MAX(updated_at) FROM tags_tagdefinition), (SELECT COUNT(*) FROM tags_tagdefinition),"
-            " (SELECT MAX(id) FROM tags_tagdependency), (SELECT COUNT(*) FROM tags_tagdependency)"
+            " (SELECT MAX(id) FROM tags_tagdependency), (SELECT COUNT(*) FROM tags_tagdependency),"
+            " (SELECT MAX(built_at) FROM tags_propagationstatebuilt), (SELECT COUNT(*) FROM tags_propagationstatebuilt)"
         )
         return cursor.fetchone()
 
@@ -112,6 +114,9 @@ def build() -> Index:
     for tag_id, depends_on in edges:
         if tag_id in index.tags:
             index.dependents.setdefault(depends_on, []).append(tag_id)
+    from tags.propagation.state import state_built
+
+    index.state_built = state_built(t for t, tag in index.tags.items() if tag.computation == Computation.PROPAGATED)
     index.order = _topological(index.tags, edges)
     index.position = {t: i for i, t in enumerate(index.order)}
     return index

@@ -151,6 +151,7 @@ def _recompute(
             now=now,
             correlation_id=correlation_id,
             with_values=with_values,
+            state_ready=tag_id in index.state_built,
         )
     from tags.services.recompute import write_selection
 

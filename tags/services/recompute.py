@@ -89,6 +89,7 @@ def write_computed(
     now: dt.datetime,
     correlation_id: uuid.UUID,
     with_values: bool = False,
+    lock: bool = True,
 ) -> Applied:
     """One chunk of a computed tag (rule or propagated): the guarded write, its audit event and its signal.
 
@@ -98,8 +99,11 @@ def write_computed(
     """
     from tags.propagation.state import lock_tag
 
-    with transaction.atomic():
-        lock_tag(tag.pk)
+    # No savepoint: nothing catches a failure half-way, and a plan's steps are many (a savepoint is
+    # two round trips each).
+    with transaction.atomic(savepoint=False):
+        if lock:  # (callers that hold it already say so: one round trip less)
+            lock_tag(tag.pk)
         if asynchronous_commit and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
