@@ -316,3 +316,36 @@ def test_lists_cost_the_same_queries_whatever_the_tags_and_grants(tw, gov, url):
     after = (_count(restricted, url), _count(hq, url))
     assert after == before
     assert before[0] == before[1] + 1  # the grants query of subjects.access
+
+
+def test_propagations_may_only_read_source_tags_the_author_may_use(tw, gov):
+    """A clinic tag counting its visitors' values of a member tag: the member tag must be usable."""
+    from tags.services import definitions
+
+    group = definitions.tag_group_save(
+        actor=None, data={"subject_type": gov.world.clinic_type, "code": "clinic_open", "name": "Clinic"}
+    )
+    visitors = definitions.tag_save(
+        actor=None,
+        data={
+            "group": group,
+            "code": "visitors",
+            "name": "Visitors",
+            "value_type": "number",
+            "computation": "propagated",
+        },
+    )
+
+    def document(code: str) -> dict:
+        return {"propagate": {"from": {"tag": code}, "path": [{"relationship": "visited"}], "aggregate": "count"}}
+
+    client, url = gov.client("editor"), f"{DEFS}{visitors.pk}/rules/"
+    for code in ("nouse_note", "secret_note"):
+        refused = client.post(url, {"document": document(code)}, format="json")
+        assert refused.status_code == 400 and f'"{code}"' in refused.json()["error"]["message"], refused.content
+    preview = client.post(f"{DEFS}{visitors.pk}/preview/", {"document": document("nouse_note")}, format="json")
+    assert preview.status_code == 400
+    assert not visitors.rules.exists()
+    assert client.post(url, {"document": document("open_note")}, format="json").status_code == 201
+    counted = client.post(f"{DEFS}{visitors.pk}/preview/", {"document": document("open_note")}, format="json")
+    assert counted.status_code == 200 and counted.json()["total"] == 1  # clinic A only; clinic B is out
