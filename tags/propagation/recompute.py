@@ -224,6 +224,8 @@ def recompute_all(
     TagDefinition.objects.filter(pk=tag.pk).update(last_computed_at=now)
     if uses_state(prop):
         mark_built(tag, now)
+        with connection.cursor() as cursor:  # a state just built is "empty" to the planner until analyzed
+            cursor.execute("ANALYZE tags_propagationstate")
     changed = len(changed_ids)
     if cascade and changed_ids:
         from tags.realtime.planner import Plan, run_plan

@@ -205,10 +205,12 @@ class StateSql:
         """``SELECT subject_id, value`` for every target of the selection, from stored state (NULL: none)."""
         agg_sql, agg_params = self.values(self.stored(tag_id, selection))
         chunk_sql, chunk_params = self.c.ids_in("t.id", selection)
+        # The values as one object looked up per target: joined to a CTE (estimated at one row for a
+        # list of ids) the planner rescanned it once per target row — quadratic in the targets.
         sql = (
-            f"WITH agg AS MATERIALIZED ({agg_sql})"
-            f" SELECT t.id AS subject_id, a.value AS value FROM subjects_subject t"
-            f" LEFT JOIN agg a ON a.target_id = t.id WHERE t.subject_type_id = %s AND {chunk_sql}"
+            f"WITH agg AS MATERIALIZED (SELECT jsonb_object_agg(a.target_id::text, a.value) AS m FROM ({agg_sql}) a)"
+            f" SELECT t.id AS subject_id, agg.m -> t.id::text AS value FROM subjects_subject t CROSS JOIN agg"
+            f" WHERE t.subject_type_id = %s AND {chunk_sql}"
         )
         return sql, [*agg_params, self.p.target_type_id, *chunk_params]
 
