@@ -217,8 +217,8 @@ class SourceRecord(models.Model):
         ]
         indexes = [models.Index(fields=["brand", "id"], name="source_record_brand_idx")]
 
-    def __str__(self) -> str:
-        return f"{self.source_id}:{self.external_id}"
+    def __str__(self) -> str:  # no external id: it may be an openid (labels reach admin titles and logs)
+        return f"record {self.pk} of source {self.source_id}"
 
 
 class IdentifierStatus(models.TextChoices):
@@ -259,8 +259,8 @@ class Identifier(models.Model):
             )
         ]
 
-    def __str__(self) -> str:
-        return self.value
+    def __str__(self) -> str:  # never the value: it is personal data
+        return f"identifier {self.pk} of record {self.record_id}"
 
 
 class ManualLink(models.Model):

@@ -112,6 +112,16 @@ def record_brand_allowed(user, brand_id: int | None) -> bool:
     return brand_id is not None and (brands is None or brand_id in brands)
 
 
+def record_brand_filter(user) -> Q:
+    """The brand half of record visibility as a ``Q`` (the OneID half is ``oneid_filter(user, "oneid")``)."""
+    access = access_for(user)
+    if access.unrestricted:
+        return Q()
+    if access.sees_nothing:
+        return Q(pk__in=[])
+    return _brand_condition(user)
+
+
 def record_filter(user, prefix: str = "") -> Q:
     """``Q`` on ``SourceRecord`` (or, with ``prefix`` "record__", on a model pointing at one)."""
     access = access_for(user)

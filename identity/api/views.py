@@ -20,12 +20,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common.api.permissions import ModelPermissions
+from common.api.scoping import ScopedQuerysetMixin
 from common.errors import ItemError, ServiceError
 from subjects import pii
 from subjects.api.serializers import ErrorSerializer
 
 from ..models import BlockedValue, CompositeKey, IdentifierType, MatchSuggestion, OneId, SourceRecord, SourceSystem
-from ..scoping import fully_visible_filter, oneid_filter, pushable_sources, sees_everything, visible_records
+from ..scoping import fully_visible_filter, oneid_filter, pushable_sources, record_brand_filter, sees_everything
 from ..selectors import oneid_detail, oneid_lookup, oneid_rows
 from ..services import oneid_merge, oneid_split, source_record_bulk_upsert
 from ..services.config import config_delete, config_save
@@ -100,8 +101,13 @@ def _body(request: Request) -> dict:
     return dict(request.data)
 
 
-class ConfigViewSet(viewsets.ModelViewSet):
-    """CRUD of a rules model; the serializer parses, ``config_save`` validates and logs."""
+class ConfigViewSet(ScopedQuerysetMixin, viewsets.ModelViewSet):
+    """CRUD of a rules model; the serializer parses, ``config_save`` validates and logs.
+
+    Rules are reference data, not scoped (``scope_field = None``); a source system's writable
+    ``brand`` is still limited to brands the user sees (the mixin limits related fields)."""
+
+    scope_field = None
 
     def perform_create(self, serializer):
         serializer.instance = config_save(
@@ -171,7 +177,9 @@ def _result_body(result, request: Request) -> dict:
     }
 
 
-class SourceRecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class SourceRecordViewSet(
+    ScopedQuerysetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     """Source records: read them, push one (``POST``) or up to 1,000 (``bulk/``), idempotent by key.
 
     Listed and read within scope (``visible_records``); raw fields and external ids masked unless
@@ -180,9 +188,10 @@ class SourceRecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
     queryset = SourceRecord.objects.select_related("source").order_by("id")
     serializer_class = SourceRecordSerializer
     filterset_fields = ["source", "brand", "oneid", "external_id"]
+    scope_field = "oneid"  # the mixin: the record's OneID is visible; here: and its brand is the user's
 
     def get_queryset(self):
-        return visible_records(self.request.user, super().get_queryset())
+        return super().get_queryset().filter(record_brand_filter(self.request.user))
 
     def filter_queryset(self, queryset):
         """Filtering by external id (a WeChat openid, a member number) is a lookup by personal data."""
@@ -251,7 +260,7 @@ def _not_found(field: str, message: str) -> ServiceError:
     return error
 
 
-class OneIdViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class OneIdViewSet(ScopedQuerysetMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """OneIDs: detail with records, identifiers, links and history; lookup; split; merge.
 
     Only OneIDs the user may see (404 otherwise), each with only their records; splits and merges
@@ -265,12 +274,7 @@ class OneIdViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     permission_classes = [ChangeOnPost]
     lookup_url_kwarg = "id"
     lookup_value_regex = r"[0-9]+"
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        if sees_everything(self.request.user):
-            return queryset
-        return queryset.filter(oneid_filter(self.request.user, "subject"))
+    scope_field = "subject"
 
     def list(self, request, *args, **kwargs):
         from common.api.pagination import IdCursorPagination
@@ -383,7 +387,7 @@ class OneIdViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return Response({"survivor": survivor})
 
 
-class MatchSuggestionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class MatchSuggestionViewSet(ScopedQuerysetMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """Fuzzy candidate pairs. A scoped user sees (and decides) only pairs of OneIDs they see whole:
     the evidence compares the two people's golden records, all their records included."""
 
@@ -391,6 +395,7 @@ class MatchSuggestionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = MatchSuggestionSerializer
     permission_classes = [ChangeOnPost]
     filterset_fields = ["status"]
+    scope_field = ("oneid_a", "oneid_b")  # the mixin: both OneIDs visible; here: and seen whole
 
     def get_queryset(self):
         queryset = super().get_queryset()
