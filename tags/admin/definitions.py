@@ -107,7 +107,8 @@ class TagDefinitionAdmin(TagAccessAdminMixin, ServiceAdmin):
     list_display = (
         "code", "name", "subject_type", "group", "value_type", "computation", "status", "version", "last_computed_at",
     )  # fmt: skip
-    list_filter = ("subject_type", "group", "status", "computation", "value_type")
+    # RelatedOnlyFieldListFilter: the group filter offers only the groups of visible tags.
+    list_filter = ("subject_type", ("group", admin.RelatedOnlyFieldListFilter), "status", "computation", "value_type")
     list_select_related = ("subject_type", "group")
     search_fields = ("code", "name")
     raw_id_fields = ("owner",)

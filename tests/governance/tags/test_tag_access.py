@@ -349,3 +349,37 @@ def test_propagations_may_only_read_source_tags_the_author_may_use(tw, gov):
     assert client.post(url, {"document": document("open_note")}, format="json").status_code == 201
     counted = client.post(f"{DEFS}{visitors.pk}/preview/", {"document": document("open_note")}, format="json")
     assert counted.status_code == 200 and counted.json()["total"] == 1  # clinic A only; clinic B is out
+
+
+def test_csv_import_rows_get_the_same_per_item_access_errors(tw, gov):
+    from tags.imports import import_rows
+
+    g = gov
+    row = {"subject_source": "crm", "subject_type": "member", "value": "csv"}
+    rows = [
+        {**row, "subject_external_id": "M-IN", "tag": "ro_note"},
+        {**row, "subject_external_id": "M-IN", "tag": "secret_note"},
+        {**row, "subject_external_id": "M-OUT", "tag": "open_note"},
+        {**row, "subject_external_id": "M-IN", "tag": "a_note"},
+    ]
+    _, errors = import_rows(actor=g.users["brand_operator"], rows=rows, dry_run=False)
+    assert {(e.index, e.code) for e in errors} == {(0, "forbidden"), (1, "unknown"), (2, "unknown")}
+    assert not TagValue.objects.filter(value="csv").exists()
+    counts, errors = import_rows(actor=g.users["brand_operator"], rows=rows[3:], dry_run=False)
+    assert errors == [] and counts["updated"] == 1
+
+
+@pytest.mark.parametrize("role", ["granted", "brand_operator", "hq_admin"])
+def test_a_subjects_tags_cost_the_same_queries_with_tag_access_applied(tw, gov, role, django_assert_num_queries):
+    """The tag and subject conditions are subqueries of the values query, not queries of their own."""
+    from subjects.access import access_for
+    from tags.api.profile import subject_tag_groups, subject_type_tags
+
+    user = type(gov.users[role]).objects.get(pk=gov.users[role].pk)
+    access_for(user)  # loaded once per request by the view, before the tags are read
+    _more_tags(tw, 6)
+    with django_assert_num_queries(3):  # values, option labels, and the usage count (audit.usage, one upsert)
+        groups = subject_tag_groups(gov.member_in.pk, user=user)
+    assert {t["code"] for g in groups for t in g["tags"]} >= VISIBLE_TAGS[role] - {"derived"}
+    with django_assert_num_queries(3):  # the type's visible tags joined to its values, usage, labels
+        subject_type_tags(gov.member_in, user=user)
