@@ -206,3 +206,24 @@ def test_query_counts_do_not_grow_with_the_data(url, person, operator_a_pii):
     )
     assert MergeEvent.objects.exists()
     assert queries(client, url) == before
+
+
+@pytest.mark.parametrize("model", ["sourcerecord", "oneid", "mergeevent", "matchsuggestion"])
+def test_admin_changelist_query_counts_do_not_grow(model, person, operator_a_pii, client):
+    client.force_login(operator_a_pii)
+    url = f"/admin/identity/{model}/"
+    before = queries(client, url)
+    for n in range(5):
+        push(("crm_a", f"MA{n}", {"name": f"P{n}", "phone": f"1391111{n:04d}"}))
+        push(("crm_a", f"MA{n}", {"name": f"P{n}", "phone": f"1391111{n:04d}", "email": f"p{n}@a.example"}))
+        push(("oa_a", f"O{n}", {"openid": f"o{n}", "email": f"p{n}@a.example"}))
+    assert queries(client, url) == before
+
+
+def test_admin_merge_action_refuses_a_partial_person(person, operator_a, sources, client):
+    push(("crm_a", "A2", {"name": "Solo", "phone": "13911112222"}))
+    solo = SourceRecord.objects.get(external_id="A2").oneid_id
+    client.force_login(operator_a)
+    client.post("/admin/identity/oneid/", {"action": "merge_selected", "_selected_action": [solo, person.oneid]})
+    assert SourceRecord.objects.get(external_id="A2").oneid_id == solo
+    assert not MergeEvent.objects.filter(kind="manual_merge").exists()
