@@ -84,9 +84,17 @@ def _record_views(record_ids: list[int]) -> dict[int, tuple[RecordView, int]]:
     return views
 
 
-def golden_items(groups: Mapping[object, list[int]], ext_ids: Mapping[object, str], rules: Rules) -> list[dict]:
-    """Subject upsert items carrying the golden record of each group (keyed like ``ext_ids``)."""
-    views = _record_views([r for records in groups.values() for r in records])
+def golden_items(
+    groups: Mapping[object, list[int]],
+    ext_ids: Mapping[object, str],
+    rules: Rules,
+    views: Mapping[int, tuple[RecordView, int]] | None = None,
+) -> list[dict]:
+    """Subject upsert items carrying the golden record of each group (keyed like ``ext_ids``);
+    ``views``: the records' golden inputs when the caller already read them."""
+    wanted = [r for records in groups.values() for r in records]
+    if views is None or any(r not in views for r in wanted):
+        views = _record_views(wanted)
     items = []
     for group, records in groups.items():
         type_id = views[records[0]][1]
@@ -116,6 +124,7 @@ def apply_partition(
     correlation_id: uuid.UUID,
     rules: Rules,
     changed_records: Iterable[int] = (),
+    views: Mapping[int, tuple[RecordView, int]] | None = None,
 ) -> Outcome:
     groups: dict[int, list[int]] = {}
     for record, rep in partition.group_of.items():
@@ -134,7 +143,7 @@ def apply_partition(
     ext_ids = {rep: ext[chosen[rep]] if chosen[rep] else uuid.uuid4().hex for rep in needs_golden}
     outcome = Outcome()
     if needs_golden:
-        items = golden_items({rep: groups[rep] for rep in needs_golden}, ext_ids, rules)
+        items = golden_items({rep: groups[rep] for rep in needs_golden}, ext_ids, rules, views)
         result = subject_bulk_upsert(
             actor=None, items=items, correlation_id=correlation_id, action="identity.oneids_upserted"
         )  # OneID subjects are derived: written as the system (pushes are scope-checked), actor on identity.resolved
@@ -142,8 +151,7 @@ def apply_partition(
             if chosen[rep] is None:
                 chosen[rep] = item_result.id
                 outcome.created.append(item_result.id)
-        OneId.objects.bulk_create([OneId(subject_id=s) for s in outcome.created], ignore_conflicts=True)
-        OneId.objects.filter(subject_id__in=outcome.created).update(status=OneIdStatus.ACTIVE, merged_into=None)
+        _activate(outcome.created)
     for rep, records in groups.items():
         moving = [r for r in records if current.get(r) != chosen[rep]]
         if moving:
@@ -178,6 +186,23 @@ def apply_partition(
         )
     sync_oneid_scopes(set(oneids) | set(outcome.assignment.values()))
     return outcome
+
+
+def _activate(subject_ids: list[int]) -> None:
+    """Active OneID state rows for new subjects (one statement on PostgreSQL)."""
+    if not subject_ids:
+        return
+    if connection.vendor != "postgresql":
+        OneId.objects.bulk_create([OneId(subject_id=s) for s in subject_ids], ignore_conflicts=True)
+        OneId.objects.filter(subject_id__in=subject_ids).update(status=OneIdStatus.ACTIVE, merged_into=None)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO identity_oneid (subject_id, status, merged_into_id, created_at, updated_at)"
+            " SELECT x, 'active', NULL, now(), now() FROM unnest(%s::bigint[]) AS x ORDER BY x"
+            " ON CONFLICT (subject_id) DO UPDATE SET status = 'active', merged_into_id = NULL",
+            [sorted(subject_ids)],
+        )
 
 
 def _count_of(oneid: int | None, current: Mapping[int, int | None]) -> int:

@@ -45,16 +45,15 @@ def _lock_ids(region: Region) -> set[int]:
 
 def _locked_region(seeds: set[int], rules: Rules, changed_keys: Mapping[int, int | None]) -> Region:
     locked: set[int] = set()
-    while True:
-        region = collect_region(seeds, rules, changed_keys)
+    new: list[int] = []
+    while True:  # the locks of one pass are taken in the same round trip as the next pass's first round
+        region = collect_region(seeds, rules, changed_keys, lock=new)
         if connection.vendor != "postgresql":
             return region  # SQLite: one writer at a time
+        locked.update(new)
         new = sorted(_lock_ids(region) - locked)
         if not new:
             return region
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(pg_advisory_xact_lock(x)) FROM unnest(%s::bigint[]) AS x", [new])
-        locked.update(new)
 
 
 def resolve_records(
@@ -76,7 +75,7 @@ def resolve_records(
             with transaction.atomic():
                 wait_for_batch()
                 region = _locked_region(seeds, rules, changed_keys or {})
-                graph, current = region_graph(region, rules)
+                graph, current = region_graph(region, rules, with_views=True)
                 return apply_partition(
                     partition=partition(graph),
                     current=current,
@@ -85,6 +84,7 @@ def resolve_records(
                     correlation_id=correlation_id,
                     rules=rules,
                     changed_records=seeds,
+                    views=region.views,
                 )
         except OperationalError as exc:
             if "deadlock" not in str(exc) or attempt == RETRIES - 1:

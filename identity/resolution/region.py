@@ -11,12 +11,16 @@ linking splits the OneID it used to hold together.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import orjson
 from django.db import connection
 
+from subjects.services.staging import one_round_trip
+
 from ..extract import Rules
+from ..golden import RecordView
 from ..models import DoNotLinkSide, Identifier, IdentifierStatus, ManualLink, SourceRecord
 from .partition import Graph, Link
 
@@ -29,6 +33,7 @@ class Region:
     oneids: set[int] = field(default_factory=set)
     keys: set[int] = field(default_factory=set)
     holders: dict[int, int] = field(default_factory=dict)  # key -> holder count (capped)
+    views: dict[int, tuple[RecordView, int]] = field(default_factory=dict)  # golden inputs, if read with the graph
 
 
 def _holders(keys: list[int], cap: int) -> list[tuple[int, int]]:
@@ -65,25 +70,33 @@ UNION ALL SELECT 'm', m.record_a_id, NULL FROM identity_manuallink m WHERE m.rec
 """
 
 
-def _round_postgresql(records, region, extra) -> list[tuple]:
+LOCK_SQL = "SELECT count(pg_advisory_xact_lock(x)) FROM unnest(%(lock)s::bigint[]) AS x; "
+
+
+def _round_postgresql(records, region, extra, lock=()) -> list[tuple]:
     """One round of the closure in one statement (PostgreSQL). Every probe is an index lookup
     (scalar subquery or LATERAL) driven by the round's ids, so the plan does not depend on table statistics (a batch
-    run that just assigned a million OneIDs leaves them stale)."""
+    run that just assigned a million OneIDs leaves them stale). ``lock``: advisory locks taken first, in
+    the same round trip (a statement of its own, so the round reads what committed before it got them)."""
+    params = {
+        "records": sorted(records),
+        "oneids": sorted(region.oneids),
+        "keys": sorted(region.keys),
+        "extra": sorted(extra),
+        "cap": HOLDER_CAP,
+    }
     with connection.cursor() as cursor:
-        cursor.execute(
-            ROUND_SQL,
-            {
-                "records": sorted(records),
-                "oneids": sorted(region.oneids),
-                "keys": sorted(region.keys),
-                "extra": sorted(extra),
-                "cap": HOLDER_CAP,
-            },
-        )
+        if lock and one_round_trip(cursor):
+            cursor.execute(LOCK_SQL + ROUND_SQL, {**params, "lock": list(lock)})
+            cursor.nextset()
+            return cursor.fetchall()
+        if lock:
+            cursor.execute(LOCK_SQL, {"lock": list(lock)})
+        cursor.execute(ROUND_SQL, params)
         return cursor.fetchall()
 
 
-def _round_orm(records, region, extra) -> list[tuple]:
+def _round_orm(records, region, extra, lock=()) -> list[tuple]:
     """The same round through the ORM (SQLite)."""
     rows: list[tuple] = []
     oneids = set(SourceRecord.objects.filter(id__in=records).exclude(oneid=None).values_list("oneid_id", flat=True))
@@ -107,7 +120,12 @@ def _round_orm(records, region, extra) -> list[tuple]:
     return rows
 
 
-def collect_region(seeds: Iterable[int], rules: Rules, changed_keys: Mapping[int, int | None] | None = None) -> Region:
+def collect_region(
+    seeds: Iterable[int],
+    rules: Rules,
+    changed_keys: Mapping[int, int | None] | None = None,
+    lock: Sequence[int] = (),
+) -> Region:
     """Breadth-first closure from ``seeds``: one statement per round, typically three rounds.
 
     A value held by the seeds (or removed from them: ``changed_keys``) is followed
@@ -123,7 +141,8 @@ def collect_region(seeds: Iterable[int], rules: Rules, changed_keys: Mapping[int
     first = True
     one_round = _round_postgresql if connection.vendor == "postgresql" else _round_orm
     while new_records:
-        rows = one_round(new_records, region, extra)
+        rows = one_round(new_records, region, extra, lock)
+        lock = ()
         region.records |= new_records
         found: set[int] = set()
         by_key: dict[int, list[int]] = {}
@@ -151,22 +170,76 @@ def collect_region(seeds: Iterable[int], rules: Rules, changed_keys: Mapping[int
     return region
 
 
-def region_graph(region: Region, rules: Rules) -> tuple[Graph, dict[int, int | None]]:
-    """The partition input for a closed region, and each record's current OneID."""
-    records = list(region.records)
+GRAPH_SQL = """
+WITH x AS (SELECT unnest(%(records)s::bigint[]) AS id)
+SELECT 'r', r.id, r.oneid_id, s.trust_rank::bigint, s.subject_type_id, s.code::text, r.external_id::text,
+  CASE WHEN %(views)s THEN r.raw::text END, extract(epoch FROM r.created_at)::float8,
+  extract(epoch FROM r.updated_at)::float8
+  FROM x JOIN identity_sourcerecord r ON r.id = x.id JOIN identity_sourcesystem s ON s.id = r.source_id
+UNION ALL SELECT 'i', i.record_id, i.key, i.identifier_type_id, i.composite_key_id, i.scope::text, i.value::text,
+  NULL, NULL, NULL
+  FROM x CROSS JOIN LATERAL (SELECT y.* FROM identity_identifier y WHERE y.record_id = x.id) i WHERE i.status = 'link'
+UNION ALL SELECT 'm', m.record_a_id, m.record_b_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM identity_manuallink m WHERE m.record_a_id IN (SELECT id FROM x) AND m.record_b_id IN (SELECT id FROM x)
+UNION ALL SELECT 'd', d.record_id, d.constraint_id, NULL, NULL, d.side::text, NULL, NULL, NULL, NULL
+  FROM identity_donotlinkside d WHERE d.record_id IN (SELECT id FROM x)
+"""
+
+
+def _graph_rows(records: list[int], views: dict | None) -> tuple[list, list, list, list]:
+    """Records, linking identifiers, manual links and do-not-link sides of ``records``: one
+    statement on PostgreSQL (each part an index probe per record), four ORM queries elsewhere.
+    With ``views`` (PostgreSQL) the records' golden-record inputs are read in the same statement."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(GRAPH_SQL, {"records": records, "views": views is not None})
+            rows = cursor.fetchall()
+        parts: dict[str, list] = {"r": [], "i": [], "m": [], "d": []}
+        for kind, a, b, c, d, t1, t2, raw, created, updated in rows:
+            if kind == "r":
+                parts["r"].append((a, t1, t2, b))
+                if views is not None:
+                    views[a] = (RecordView(a, c, created, updated, orjson.loads(raw)), d)
+            elif kind == "i":
+                parts["i"].append((a, b, c, d, t1, t2))
+            elif kind == "m":
+                parts["m"].append((a, b))
+            else:
+                parts["d"].append((a, b, t1))
+        return parts["r"], parts["i"], parts["m"], parts["d"]
+    return (
+        list(SourceRecord.objects.filter(id__in=records).values_list("id", "source__code", "external_id", "oneid_id")),
+        list(
+            Identifier.objects.filter(record_id__in=records, status=IdentifierStatus.LINK).values_list(
+                "record_id", "key", "identifier_type_id", "composite_key_id", "scope", "value"
+            )
+        ),
+        list(
+            ManualLink.objects.filter(record_a_id__in=records, record_b_id__in=records).values_list(
+                "record_a_id", "record_b_id"
+            )
+        ),
+        list(DoNotLinkSide.objects.filter(record_id__in=records).values_list("record_id", "constraint_id", "side")),
+    )
+
+
+def region_graph(region: Region, rules: Rules, with_views: bool = False) -> tuple[Graph, dict[int, int | None]]:
+    """The partition input for a closed region, and each record's current OneID.
+
+    ``with_views``: also fill ``region.views`` (PostgreSQL), so applying the partition reads no
+    record again for the golden records (incremental: one round trip fewer per call)."""
+    records = sorted(region.records)
+    views = region.views if with_views and connection.vendor == "postgresql" else None
+    record_rows, identifier_rows, manual_rows, side_rows = _graph_rows(records, views)
     order: dict[int, tuple] = {}
     current: dict[int, int | None] = {}
-    for id_, code, external_id, oneid in SourceRecord.objects.filter(id__in=records).values_list(
-        "id", "source__code", "external_id", "oneid_id"
-    ):
+    for id_, code, external_id, oneid in record_rows:
         order[id_] = (code, external_id)
         current[id_] = oneid
     graph = Graph(record_order=order, links=[])
     holders: dict[int, list[int]] = {}
     detail: dict[int, tuple] = {}
-    for record, key, type_id, composite_id, scope, value in Identifier.objects.filter(
-        record_id__in=records, status=IdentifierStatus.LINK
-    ).values_list("record_id", "key", "identifier_type_id", "composite_key_id", "scope", "value"):
+    for record, key, type_id, composite_id, scope, value in identifier_rows:
         holders.setdefault(key, []).append(record)
         detail[key] = (type_id, composite_id, scope, value)
     for key, records_of_key in holders.items():
@@ -190,14 +263,8 @@ def region_graph(region: Region, rules: Rules) -> tuple[Graph, dict[int, int | N
                 tuple(sorted(set(records_of_key))),
             )
         )
-    graph.manual = list(
-        ManualLink.objects.filter(record_a_id__in=records, record_b_id__in=records).values_list(
-            "record_a_id", "record_b_id"
-        )
-    )
-    for record, constraint, side in DoNotLinkSide.objects.filter(record_id__in=records).values_list(
-        "record_id", "constraint_id", "side"
-    ):
+    graph.manual = manual_rows
+    for record, constraint, side in side_rows:
         graph.sides.setdefault(record, []).append((constraint, side))
     return graph, current
 
