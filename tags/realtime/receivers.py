@@ -9,7 +9,8 @@
   ``subjects.relationship``, ``summary.ids`` = relationships written) and
   ``post_delete`` of ``Relationship`` (single deletes and cascades, whose ends are
   gone after commit). A relationship that moved to other ends is seen at its new
-  ends only; the nightly reconcile (``tags.reconcile_propagated``) repairs the old.
+  ends, and at its old ends when the write lists them (``summary.previous_ends``);
+  otherwise the nightly reconcile (``tags.reconcile_propagated``) repairs the old.
 - Subject writes (attributes, e.g. from source records): the same domain events
   with object type ``subjects.subject``.
 
@@ -56,14 +57,25 @@ def on_domain_event(sender, instance: DomainEvent, created: bool, **kwargs) -> N
     index = tag_index.current()
     if instance.object_type == "subjects.relationship" and index.by_relationship:
         rows = Relationship.objects.filter(id__in=ids, relationship_type_id__in=list(index.by_relationship))
-        enqueue_after_commit(
-            plan_for_relationships(
-                rows.values_list("relationship_type_id", "from_subject_id", "to_subject_id", "subject_id")
-            )
-        )
+        ends = list(rows.values_list("relationship_type_id", "from_subject_id", "to_subject_id", "subject_id"))
+        enqueue_after_commit(plan_for_relationships([*ends, *_previous_ends(instance.summary, index)]))
     elif instance.object_type == "subjects.subject" and index.by_attributes:
         rows = Subject.objects.filter(id__in=ids, subject_type_id__in=list(index.by_attributes))
         enqueue_after_commit(plan_for_subjects(rows.values_list("id", "subject_type_id")))
+
+
+def _previous_ends(summary: dict, index) -> list[tuple]:
+    """The ends a relationship had before a write moved it, when the writer tells them.
+
+    A write that moves relationships to other ends may list ``previous_ends`` in its domain
+    event's summary (``[[type, from, to, own subject], …]``): their old ends are refreshed
+    now, not by the nightly reconcile.
+    """
+    found = []
+    for entry in summary.get("previous_ends") or ():
+        if isinstance(entry, list | tuple) and len(entry) >= 3 and entry[0] in index.by_relationship:
+            found.append((int(entry[0]), int(entry[1]), int(entry[2]), *(entry[3:4] or [None])))
+    return found
 
 
 @receiver(post_delete, sender=Relationship, dispatch_uid="tagweave.realtime.relationship_deleted")

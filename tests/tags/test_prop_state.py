@@ -255,3 +255,19 @@ def test_state_and_values_equal_full_after_any_sequence(sc, django_capture_on_co
                 for rel in Relationship.objects.filter(from_subject=member, to_subject=clinics[arg]):
                     relationship_delete(actor=None, relationship=rel)
     assert_consistent(sc, ops)
+
+
+def test_a_moved_relationship_refreshes_its_old_ends_when_the_write_lists_them(sc, django_capture_on_commit_callbacks):
+    from audit.services import domain_event_record
+
+    rel = Relationship.objects.get(from_subject=sc.members[0], to_subject=sc.c1)
+    previous = [rel.relationship_type_id, rel.from_subject_id, rel.to_subject_id, rel.subject_id]
+    with django_capture_on_commit_callbacks(execute=True):
+        Relationship.objects.filter(pk=rel.pk).update(to_subject=sc.c2)  # moved (as a bulk upsert would)
+        domain_event_record(
+            actor=None,
+            action="subjects.relationships_upserted",
+            object_type="subjects.relationship",
+            summary={"ids": [rel.pk], "previous_ends": [previous]},
+        )
+    assert_consistent(sc)  # clinic 1 (the old end) lost member 0 now, not at the nightly reconcile
