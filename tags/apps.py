@@ -6,4 +6,5 @@ class TagsConfig(AppConfig):
     verbose_name = "Tags"
 
     def ready(self) -> None:
+        from tags import audit_registry  # noqa: F401  (registers models with auditlog)
         from tags.realtime import receivers  # noqa: F401  (real-time engine subscriptions)

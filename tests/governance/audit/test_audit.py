@@ -288,3 +288,16 @@ def test_actor_middleware_resolves_the_user_lazily(db):
 
     assert ActorMiddleware(view)(request) == (None, user)
     assert current_actor() is None
+
+
+def test_tag_group_saved_through_the_token_api_is_field_logged_with_the_token_user(world):
+    from tags.models import TagGroup
+
+    user = UserFactory(username="tags_token", is_superuser=True)
+    response = _token_client(user).post(
+        "/api/v1/tag-groups/", {"subject_type": "member", "code": "care", "name": "Care"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    group = TagGroup.objects.get(code="care")
+    entry = LogEntry.objects.get(content_type=ContentType.objects.get_for_model(TagGroup), object_id=group.pk)
+    assert entry.actor == user and entry.action == LogEntry.Action.CREATE
