@@ -87,6 +87,19 @@ class StateSql:
 
     def state_rows(self, vals: Frag, elements: Frag) -> Frag:
         """``(target_id, key, c, n, s)`` from signed value rows (``sign`` +1 / −1)."""
+        if self.per_value and self.p.source.value_type != "multi_enum":
+            # One value per source: the totals are the sums of the per-value rows (one pass over
+            # the sources, not two; ``s`` is 0 for every per-value aggregate).
+            per_value = (
+                "SELECT target_id, '=' || (v)::text AS key, SUM(sign)::bigint AS c, SUM(sign * w)::numeric AS n"
+                f" FROM ({vals[0]}) x GROUP BY target_id, v"
+            )
+            sql = (
+                f"WITH pv AS MATERIALIZED ({per_value})"
+                f" SELECT target_id, {TOTALS}::text AS key, SUM(c)::bigint AS c, SUM(n)::numeric AS n, 0::numeric AS s"
+                " FROM pv GROUP BY target_id UNION ALL SELECT target_id, key, c, n, 0::numeric FROM pv"
+            )
+            return sql, list(vals[1])
         s_expr, s_params = self.running_sum()
         sql = (
             f"SELECT target_id, {TOTALS}::text AS key, SUM(sign)::bigint AS c, SUM(sign * w)::numeric AS n,"
