@@ -178,3 +178,14 @@ def test_revealed_admin_edit_is_stored_with_masked_labels(person, client):
         e.object_repr + json.dumps(e.changes) for e in AuditEntry.objects.filter(object_id=person.pk)
     ]
     assert stored and not any(NAME in s or "Renamed Canary" in s or PHONE in s for s in stored)
+
+
+def test_admin_changelist_reveal_logs_the_page(person, client):
+    holder = _user("subjects.view_subject", "subjects.all_scopes", "subjects.view_pii", username="listholder")
+    client.force_login(holder)
+    url = reverse("admin:subjects_subject_changelist")
+    assert NAME not in client.get(url).content.decode()
+    response = client.get(url + "?unmask=1")
+    assert response.status_code == 200 and NAME in response.content.decode()
+    event = DomainEvent.objects.get(action="pii.unmasked", actor=holder)
+    assert person.pk in event.summary["ids"] and event.object_type == "subjects.subject"
