@@ -3,7 +3,7 @@ to a user who holds every view permission and all scopes but not ``subjects.view
 
 Endpoints are discovered from the URL conf (so a new endpoint cannot escape): every API route
 under /api/v1/ (each list, and the detail routes of each viewset for a few stored objects) and
-every admin changelist and change page.
+every admin changelist, change page and history page.
 """
 
 from __future__ import annotations
@@ -186,6 +186,7 @@ def _admin_urls() -> list[str]:
         urls.append(reverse("admin:{}_{}_changelist".format(*info)))
         for pk in model.objects.order_by("-pk").values_list("pk", flat=True)[:3]:
             urls.append(reverse("admin:{}_{}_change".format(*info), args=[pk]))
+            urls.append(reverse("admin:{}_{}_history".format(*info), args=[pk]))
     return urls
 
 
