@@ -16,6 +16,7 @@ BENCHMARKS = {
     "oneid": "bench.oneid",
     "propagation": "bench.propagation",
     "tag_usage": "bench.tag_usage",
+    "governance": "bench.governance",
 }
 DESCRIPTIONS = {
     "bulk_upsert": "bulk upsert of 1M subjects + 3M relationships via the services vs COPY (ci: 100k + 300k)",
@@ -23,6 +24,7 @@ DESCRIPTIONS = {
     "oneid": "OneID ingest of 1M source records, batch resolution vs COPY + scipy, incremental p95",
     "propagation": "roll-up / push-down propagation vs hand-written SQL; event -> downstream tags latency",
     "tag_usage": "tag values list per request with vs without tag usage recording (the overhead)",
+    "governance": "a regional manager's subject list and detail via the API at 1M subjects vs one SQL statement",
 }
 
 
