@@ -116,6 +116,8 @@ class StateSql:
 
     def rebuilt(self, selection: Selection) -> Frag:
         """State rows of the selection's targets computed from all their inputs."""
+        # a list of targets probes the source values per pair; a chunk hash-joins them (as ``select``)
+        self.c.probe_sources = selection.ids is not None
         vals = self.c.values(selection, elements=False)
         elements = self.c.values(selection, elements=True) if self.per_value else ("", [])
         signed = (f"SELECT q.*, 1 AS sign FROM ({vals[0]}) q", vals[1])
