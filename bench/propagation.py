@@ -55,6 +55,9 @@ def add_arguments(parser) -> None:
     group.add_argument("--skip-latency", action="store_true")
     group.add_argument("--latency-only", action="store_true", help="skip the full recomputes and ingestion")
     group.add_argument(
+        "--cases", default="rollup,twohop,pushdown", help="full-recompute cases to run (comma-separated)"
+    )
+    group.add_argument(
         "--reuse-primed",
         action="store_true",
         help="latency: skip the priming recomputes when a previous run's are there",
@@ -383,7 +386,7 @@ def timed(bench: Bench, name: str, description: str, items: int, fn) -> int:
     return changed
 
 
-def full_cases(bench: Bench, tags: dict, types, sizes: dict, now: dt.datetime) -> None:
+def full_cases(bench: Bench, tags: dict, types, sizes: dict, now: dt.datetime, only: set[str] | None = None) -> None:
     from tags.propagation.recompute import recompute_all
 
     member, clinic, region, visited, in_region = types
@@ -417,6 +420,7 @@ def full_cases(bench: Bench, tags: dict, types, sizes: dict, now: dt.datetime) -
             "copy most recent, clinics → members",
         ),
     )
+    cases = tuple(c for c in cases if only is None or c[0] in only)
     for run_no in range(1, bench.runs + 1):
         print(f"  run {run_no}/{bench.runs}", flush=True)
         for key, ours, ref, sql, extra, items, what in cases:
@@ -833,7 +837,7 @@ def run(bench: Bench, options) -> None:
     seed_assigned(tags, types, now)
     bounds = member_ids(types[0].pk)
     if not options.latency_only:
-        full_cases(bench, tags, types, sizes, now)
+        full_cases(bench, tags, types, sizes, now, set(options.cases.split(",")))
         ingest_throughput(bench, bounds, options.ingest_events)
     if options.skip_latency:
         return
