@@ -29,10 +29,10 @@ from .models import SourceRecord
 ORIGIN = "identity"
 
 
-def _desired_sql(id_filter: str) -> str:
+def _implied_sql(id_filter: str) -> str:
     """The scope rows the records imply: one per (OneID, brand of one of its records)."""
     return (
-        f"SELECT DISTINCT r.oneid_id AS subject_id, b.business_line_id AS business_line_id, r.brand_id AS brand_id"
+        "SELECT DISTINCT r.oneid_id AS subject_id, b.business_line_id AS business_line_id, r.brand_id AS brand_id"
         f" FROM {SourceRecord._meta.db_table} r"
         f" JOIN {Subject._meta.db_table} s ON s.id = r.oneid_id"
         f" JOIN {Subject._meta.db_table} b ON b.id = r.brand_id"
@@ -53,32 +53,49 @@ def sync_oneid_scopes(oneid_ids: Iterable[int] | None = None) -> tuple[int, int]
 
     One DELETE of the rows no record implies any more, one INSERT … SELECT of the missing ones:
     rows that stay true are not rewritten, so a batch run that changed nothing writes nothing.
-    Call it inside the transaction that moved the records (it is then exact under the same
-    locks). Returns ``(deleted, inserted)``. Retired OneIDs lose their rows (no records).
+    Every OneID (batch): set against set, hash anti-joins on hashable keys. A few OneIDs
+    (incremental): the DELETE probes each row's records by the ``oneid`` index, so its plan does not
+    depend on statistics a batch run left stale.
+    Call it inside the transaction that moved the records (it is then exact under the same locks).
+    Returns ``(deleted, inserted)``. Retired OneIDs lose their rows (no records).
     """
     ids = None if oneid_ids is None else sorted({int(i) for i in oneid_ids if i is not None})
     if ids == []:
         return 0, 0
     table = SubjectScope._meta.db_table
-    desired_filter, desired_params = _id_filter("r.oneid_id", ids)
-    rows_filter, rows_params = _id_filter("t.subject_id", ids)
-    desired = _desired_sql(desired_filter)
-    delete = (
-        f"DELETE FROM {table} WHERE id IN (SELECT t.id FROM {table} t WHERE t.origin = %s{rows_filter}"
-        f" AND NOT EXISTS (SELECT 1 FROM ({desired}) d WHERE d.subject_id = t.subject_id AND d.brand_id = t.brand_id"
-        " AND d.business_line_id IS NOT DISTINCT FROM t.business_line_id AND t.region_id IS NULL))"
-    )
+    implied_filter, implied_params = _id_filter("r.oneid_id", ids)
+    rows_filter, rows_params = _id_filter(f"{table}.subject_id", ids)
+    records, subjects = SourceRecord._meta.db_table, Subject._meta.db_table
+    if ids is None:  # every OneID: set against set (hash anti-joins; COALESCE keeps the keys hashable)
+        delete = (
+            f"DELETE FROM {table} WHERE id IN (SELECT t.id FROM {table} t LEFT JOIN ({_implied_sql('')}) d"
+            " ON d.subject_id = t.subject_id AND d.brand_id = t.brand_id"
+            " AND COALESCE(d.business_line_id, 0) = COALESCE(t.business_line_id, 0)"
+            " WHERE t.origin = %s AND (d.subject_id IS NULL OR t.region_id IS NOT NULL))"
+        )
+    else:  # a few OneIDs: probe each row's records by the oneid index
+        delete = (
+            f"DELETE FROM {table} WHERE {table}.origin = %s{rows_filter} AND NOT EXISTS (SELECT 1 FROM {records} r"
+            f" JOIN {subjects} s ON s.id = r.oneid_id JOIN {subjects} b ON b.id = r.brand_id"
+            f" WHERE r.oneid_id = {table}.subject_id AND r.brand_id = {table}.brand_id"
+            f" AND (s.brand_id IS NULL OR s.brand_id <> r.brand_id) AND {table}.region_id IS NULL"
+            f" AND b.business_line_id IS NOT DISTINCT FROM {table}.business_line_id)"
+        )
     insert = (
         f"INSERT INTO {table} (subject_id, business_line_id, brand_id, region_id, origin)"
-        f" SELECT d.subject_id, d.business_line_id, d.brand_id, NULL, %s FROM ({desired}) d"
-        f" WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.origin = %s AND t.subject_id = d.subject_id"
-        " AND t.brand_id = d.brand_id AND t.business_line_id IS NOT DISTINCT FROM d.business_line_id"
-        " AND t.region_id IS NULL)"
+        f" SELECT d.subject_id, d.business_line_id, d.brand_id, NULL, %s FROM ({_implied_sql(implied_filter)}) d"
+        f" LEFT JOIN {table} t ON t.origin = %s AND t.subject_id = d.subject_id AND t.brand_id = d.brand_id"
+        " AND COALESCE(t.business_line_id, 0) = COALESCE(d.business_line_id, 0) AND t.region_id IS NULL"
+        " WHERE t.id IS NULL"
     )
+    if connection.vendor == "postgresql":
+        insert += " ON CONFLICT DO NOTHING"  # a concurrent writer of the same row: the row is right either way
+    insert_params = [ORIGIN, *implied_params, ORIGIN]
+    delete_params = [*rows_params, ORIGIN] if ids is None else [ORIGIN, *rows_params]
     with connection.cursor() as cursor:
-        cursor.execute(delete, [ORIGIN, *rows_params, *desired_params])
+        cursor.execute(delete, delete_params)
         deleted = cursor.rowcount
-        cursor.execute(insert, [ORIGIN, *desired_params, ORIGIN])
+        cursor.execute(insert, insert_params)
         inserted = cursor.rowcount
     return deleted, inserted
 
