@@ -74,6 +74,11 @@ class ScopedAdminMixin:
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
+        related = self.get_list_select_related(request)
+        if queryset.query.select_related and isinstance(related, (list, tuple)):
+            # The changelist skips list_select_related once the queryset selects anything related
+            # (a mixin's select_related): add it here, or every row loads its foreign keys.
+            queryset = queryset.select_related(*related)
         if self.scope_field is None:
             return queryset
         return scope_queryset(queryset, request.user, self.scope_field)
