@@ -150,6 +150,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # A tag group's view, use and edit policies share one choice set: one schema component.
+    "ENUM_NAME_OVERRIDES": {"AccessPolicyEnum": "tags.models.AccessPolicy"},
 }
 
 # Celery: no broker configured means the embedded default (tasks run in process).

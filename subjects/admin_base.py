@@ -17,6 +17,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import model_ngettext, unquote
+from django.contrib.auth import get_permission_codename
 from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.urls import reverse
@@ -82,6 +83,18 @@ class ScopedAdminMixin:
         if self.scope_field is None:
             return queryset
         return scope_queryset(queryset, request.user, self.scope_field)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        """Reading needs the view permission itself.
+
+        Django lets ``change`` imply ``view``; a write-only role (an integration's token holds add
+        and change, not view) must not read through the admin what the API does not show it.
+        """
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('view', opts)}")
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return super().has_change_permission(request, obj) and self.has_view_permission(request, obj)
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         """A subject chosen in a form (select, raw id or autocomplete) must be one the user sees."""

@@ -116,6 +116,7 @@ class Subject(models.Model):
         permissions = [
             ("all_scopes", "Can see and edit subjects in every scope"),
             ("view_pii", "Can see personal information unmasked"),
+            ("integration_rate", "Is throttled at the integration API rate"),
         ]
 
     def __str__(self) -> str:

@@ -42,7 +42,7 @@ class Role:
 ROLES: dict[str, Role] = {
     "hq_admin": Role(
         "HQ admin",
-        [f"{app}.*" for app in ROLE_APPS],
+        [*(f"{app}.*" for app in ROLE_APPS), "!subjects.integration_rate"],
         "Everything, in every scope, PII unmasked.",
     ),
     "hq_analyst": Role(
@@ -103,6 +103,7 @@ ROLES: dict[str, Role] = {
     "integration": Role(
         "Integration",
         [
+            "subjects.integration_rate",
             "subjects.view_subjecttype",
             "subjects.view_relationshiptype",
             "subjects.add_subject",

@@ -1,7 +1,7 @@
 """API throttling: one rate per kind of caller, in the project's error shape.
 
 Anonymous callers (only the schema and 401s reach them) get the ``anon`` rate per address, people
-the ``user`` rate, and integration tokens (members of the Integration role's group) their own
+the ``user`` rate, and integration tokens (holders of ``subjects.integration_rate``, the Integration role) their own
 ``integration`` rate: an integration pushing batches must not starve, nor be starved by, people
 using the API. Rates come from ``TAGWEAVE_THROTTLE_ANON`` / ``_USER`` / ``_INTEGRATION``
 ("1200/min"). A throttled call answers 429 with ``Retry-After`` and the ``throttled`` error code.
@@ -15,18 +15,17 @@ from __future__ import annotations
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
-_INTEGRATION_ATTRIBUTE = "_tagweave_is_integration"
+INTEGRATION_RATE_PERMISSION = "subjects.integration_rate"
 
 
 def is_integration(user) -> bool:
-    """Whether ``user`` acts as an integration (one query, cached on the request's user object)."""
-    cached = getattr(user, _INTEGRATION_ATTRIBUTE, None)
-    if cached is None:
-        from subjects.roles import ROLES
+    """Whether ``user`` acts as an integration: holds ``subjects.integration_rate`` (the Integration role).
 
-        cached = user.groups.filter(name=ROLES["integration"].group).exists()
-        setattr(user, _INTEGRATION_ATTRIBUTE, cached)
-    return cached
+    A permission, not a group lookup: by the time throttles run, DRF's permission check has
+    loaded the user's permissions on the request's user object, so this costs no query.
+    Superusers hold every permission and count as people.
+    """
+    return not user.is_superuser and user.has_perm(INTEGRATION_RATE_PERMISSION)
 
 
 class RoleRateThrottle(SimpleRateThrottle):

@@ -69,7 +69,7 @@ def test_creating_an_existing_subject_is_a_conflict_not_an_overwrite(world):
     from rest_framework.test import APIClient
 
     adder = UserFactory()
-    adder.user_permissions.add(*Permission.objects.filter(codename__in=["add_subject", "view_subject"]))
+    adder.user_permissions.add(*Permission.objects.filter(codename__in=["add_subject", "view_subject", "all_scopes"]))
     client = APIClient()
     client.force_authenticate(adder)
     existing = SubjectFactory(subject_type=world.member_type, source="crm", external_id="M1", display_name="Mei")

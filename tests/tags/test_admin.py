@@ -232,7 +232,9 @@ def test_a_user_without_tag_permissions_cannot_set_values(client, tags, db):
     from django.contrib.auth.models import Permission
 
     staff = UserFactory(is_staff=True)
-    staff.user_permissions.add(*Permission.objects.filter(codename__in=["view_subject", "change_subject"]))
+    staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_subject", "change_subject", "all_scopes"])
+    )
     client.force_login(staff)
     member = tags.member()
     page = client.get(reverse("admin:subjects_subject_change", args=[member.pk]))
@@ -320,7 +322,9 @@ def test_the_bulk_action_is_offered_only_to_users_who_may_set_tag_values(client,
     from django.contrib.auth.models import Permission
 
     staff = UserFactory(is_staff=True)
-    staff.user_permissions.add(*Permission.objects.filter(codename__in=["view_subject", "change_subject"]))
+    staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_subject", "change_subject", "all_scopes"])
+    )
     client.force_login(staff)
     response = client.get(reverse("admin:subjects_subject_changelist"))
     assert response.status_code == 200 and b"set_tag_value" not in response.content

@@ -71,7 +71,7 @@ def test_tags_are_null_for_a_user_who_may_not_view_tag_values(tags, admin_user, 
     member = tags.member()
     _fill(tags, member, admin_user)
     user = UserFactory()
-    user.user_permissions.add(Permission.objects.get(codename="view_subject"))
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_subject", "all_scopes"]))
     client = APIClient()
     client.force_authenticate(user)
     body = client.get(f"/api/v1/subjects/{member.id}/").json()
