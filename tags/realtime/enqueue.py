@@ -50,7 +50,9 @@ def _send(payload: dict | None, correlation_id: str | None = None) -> None:
 MAX_REQUESTS = 500
 
 
-def run_pending(payload: dict | None = None, correlation_id: uuid.UUID | None = None) -> dict:
+def run_pending(
+    payload: dict | None = None, correlation_id: uuid.UUID | None = None, *, queue: str | None = None
+) -> dict:
     """Run the waiting refresh requests (and ``payload``) as one plan; what ``tags.refresh`` does.
 
     Requests are claimed in id order with ``FOR UPDATE SKIP LOCKED`` (two workers take
@@ -82,6 +84,7 @@ def run_pending(payload: dict | None = None, correlation_id: uuid.UUID | None = 
                 taken.append(pk)
                 if cid is not None and cid not in correlations:
                     correlations.append(cid)
+            stopped_early = len(taken) < len(claimed)  # the claim's rows are cached by the loop
             RefreshRequest.objects.filter(id__in=taken).delete()
             lead = correlations[0] if correlations else None
             outcome = run_plan(plan, correlation_id=lead)
@@ -96,7 +99,36 @@ def run_pending(payload: dict | None = None, correlation_id: uuid.UUID | None = 
                 )
     finally:
         ENGINE_ACTIVE.reset(token)
+    _follow_up(stopped_early=stopped_early, claimed_nothing=not taken, queue=queue)
     return {"requests": len(taken), "rows_changed": outcome.rows_changed, "steps": outcome.steps}
+
+
+FOLLOW_UP_SECONDS = 2
+
+
+def _follow_up(*, stopped_early: bool, claimed_nothing: bool, queue: str | None) -> None:
+    """Make sure no waiting request is left without a message that will run it.
+
+    Two cases would otherwise strand requests: this run stopped at its size limit (the rest's
+    messages may already be consumed), or it claimed nothing because another session holds the
+    rows — a live worker about to finish, or the connection of a worker just killed, whose
+    locks last until PostgreSQL notices it is gone and rolls it back. Then one more
+    ``tags.refresh`` follows in a moment. It stops as soon as a run claims something or finds
+    nothing waiting, so follow-ups never multiply. It goes to the queue this run came from.
+    """
+    from celery import current_app
+
+    from tags.models import RefreshRequest
+
+    if not (stopped_early or claimed_nothing) or not RefreshRequest.objects.exists():
+        return
+    from .tasks import refresh
+
+    if current_app.conf.task_always_eager:
+        if stopped_early:  # in process: run the rest now (each round claims something)
+            run_pending()
+        return
+    refresh.apply_async(countdown=FOLLOW_UP_SECONDS, **({"queue": queue} if queue else {}))
 
 
 def _split(plan: Plan) -> list[Plan]:

@@ -45,7 +45,8 @@ def refresh(self, payload: dict | None = None, correlation_id: str | None = None
 
     cid = uuid.UUID(correlation_id) if correlation_id else None
     with acting_as(_actor(actor_id, "tags.refresh")):
-        return run_pending(payload, cid)
+        queue = (self.request.delivery_info or {}).get("routing_key")
+        return run_pending(payload, cid, queue=queue)
 
 
 def _actor(actor_id: int | None, task_name: str):
