@@ -198,6 +198,9 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Tag usage analytics: every API read, rule, propagation and preview of a tag is counted (audit.usage).
+TAGWEAVE_TAG_USAGE = os.environ.get("TAGWEAVE_TAG_USAGE", "1") == "1"
+
 # Bulk endpoints accept at most this many items a request.
 TAGWEAVE_BULK_MAX_ITEMS = int(os.environ.get("TAGWEAVE_BULK_MAX_ITEMS", "1000"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024
