@@ -1,4 +1,4 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 
 
 class TagsConfig(AppConfig):
@@ -8,3 +8,8 @@ class TagsConfig(AppConfig):
     def ready(self) -> None:
         from tags import audit_registry  # noqa: F401  (registers models with auditlog)
         from tags.realtime import receivers  # noqa: F401  (real-time engine subscriptions)
+
+        if apps.is_installed("identity"):  # tags works without OneID; with it, values follow merges
+            from tags import identity_follow
+
+            identity_follow.connect()

@@ -271,6 +271,42 @@ class Event(models.Model):
         return f"{self.type}@{self.occurred_at:%Y-%m-%d} ({self.subject_id})"
 
 
+class MergedValue(models.Model):
+    """A manual or imported value of OneIDs that merged, with the records its OneID held then.
+
+    Written by ``tags.identity_follow`` when OneIDs merge: one row per explicit value of the
+    merged OneIDs, the survivor's own included. A split gives each value back to the part
+    holding most of those records (exact split of manual tags). ``held``: the value is
+    ``subject``'s value of ``tag`` now; not held: it lost to the survivor's own value at the
+    merge and is kept here only so that a split can give it back. Rows are data of the
+    merged person, not history: the value history (``TagValueChange``) records every move.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    tag = models.ForeignKey(TagDefinition, on_delete=models.CASCADE, related_name="+", db_index=False)
+    subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="+", db_index=False)
+    origin = models.ForeignKey(
+        Subject, on_delete=models.CASCADE, related_name="+", help_text="The OneID the value was set on."
+    )
+    records = models.JSONField(help_text="Ids of the source records that OneID held when it merged.")
+    value = models.JSONField()
+    source = models.CharField(max_length=20, choices=ValueSource.choices)
+    held = models.BooleanField(default=True)
+    correlation_id = models.UUIDField(help_text="The merge that moved or set aside the value.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tag", "subject"], condition=models.Q(held=True), name="merged_value_one_held"
+            )
+        ]
+        indexes = [models.Index(fields=["subject", "tag"], name="merged_value_subject_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.tag_id}/{self.subject_id} from {self.origin_id}: {self.value!r}"
+
+
 class RecomputeJob(models.Model):
     id = models.BigAutoField(primary_key=True)
     tag = models.ForeignKey(TagDefinition, on_delete=models.CASCADE, related_name="recompute_jobs")

@@ -211,6 +211,7 @@ def _count_of(oneid: int | None, current: Mapping[int, int | None]) -> int:
 
 def _history(partition, groups, chosen, current, actor, correlation_id, outcome: Outcome) -> None:
     """One merge event per group that joined several OneIDs; one split event per OneID torn apart."""
+    held = Counter(o for o in current.values() if o is not None)
     for rep, records in groups.items():
         sources = {current.get(r) for r in records} - {None}
         if len(sources) < 2:
@@ -231,12 +232,15 @@ def _history(partition, groups, chosen, current, actor, correlation_id, outcome:
             correlation_id=correlation_id,
         )
         outcome.merges.append(event.id)
+        origins = {o: sorted(r for r in records if current.get(r) == o) for o in sorted(sources)}
         signals.oneid_merged.send(
             sender=MergeEvent,
             survivor=chosen[rep],
             merged=sorted(sources - {chosen[rep]}),
             record_ids=sorted(records),
             event=event,
+            origins=origins,
+            absorbed=[o for o in sorted(sources - {chosen[rep]}) if len(origins[o]) == held[o]],
         )
     by_old: dict[int, set[int]] = {}
     for record, old in current.items():

@@ -384,9 +384,14 @@ def _history(records, current, labels, new_oneid, links, actor, rules, result: B
     lost = [int(o) for o in olds if int(o) not in alive]
     actor_id = actor if actor is not None and actor.is_authenticated else None
     events: list[tuple[MergeEvent, dict]] = []
+    whole = set(olds[targets_per_old == 1].tolist())  # OneIDs whose records all went to one group
     for target in targets[sources_per_target > 1].tolist():
         members = np.flatnonzero(new_oneid == target)
         olds_here = sorted(set(current[members].tolist()) - {0})
+        origins: dict[int, list[int]] = {o: [] for o in olds_here}
+        for record, old in zip(records[members].tolist(), current[members].tolist(), strict=True):
+            if old:
+                origins[old].append(record)
         evidence = _evidence(records[members], current[members], links, rules)
         event = MergeEvent(
             kind=MergeKind.MERGE,
@@ -398,7 +403,18 @@ def _history(records, current, labels, new_oneid, links, actor, rules, result: B
             actor=actor_id,
             correlation_id=result.correlation_id,
         )
-        events.append((event, {"survivor": target, "merged": event.others, "record_ids": event.records}))
+        events.append(
+            (
+                event,
+                {
+                    "survivor": target,
+                    "merged": event.others,
+                    "record_ids": event.records,
+                    "origins": {o: sorted(rs) for o, rs in origins.items()},
+                    "absorbed": [o for o in event.others if o in whole],
+                },
+            )
+        )
     for old in olds[targets_per_old > 1].tolist():
         members = np.flatnonzero(current == old)
         parts: dict[int, list[int]] = {}

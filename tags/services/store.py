@@ -56,7 +56,7 @@ def write_values(
     with transaction.atomic():
         applied = apply_computed(
             tag_id=tag.pk,
-            computed_sql=_recordset_sql(),
+            computed_sql=recordset_sql(),
             params=[orjson.dumps(rows).decode()],
             source=source,
             rule_version=None,
@@ -146,7 +146,7 @@ def _subject_errors(tag: TagDefinition, items: Sequence, rows: list[dict]) -> li
     return errors
 
 
-def _recordset_sql() -> str:
+def recordset_sql() -> str:
     """The batch as a computed relation read from one JSON parameter (values pre-encoded as JSON text)."""
     if connection.vendor == "postgresql":
         return (
