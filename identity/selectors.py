@@ -346,7 +346,8 @@ def oneid_lookup_many(
 ) -> dict[tuple[str, str, str | None], list[dict] | ServiceError]:
     """``oneid_lookup`` for many ``(type_code, value, scope)`` keys at once, set-based (event attribution).
 
-    Per key: the OneIDs holding the value, ``[{"id", "status"}]`` (at most 20, by id), or the
+    Per key: the OneIDs holding the value, ``[{"id", "status", "records"}]`` (at most 20, by id;
+    ``records``: that OneID's records holding the value, by id — the event's provenance), or the
     ``ServiceError`` ``oneid_lookup`` would raise (unknown type, a value that does not
     normalize). Four queries whatever the number of keys, instead of a handful per key.
     """
@@ -390,7 +391,7 @@ def oneid_lookup_many(
     per_key: dict = {}
     for record_id, oneid in oneid_of.items():
         for key in holders[record_id]:
-            per_key.setdefault(key, set()).add(oneid)
+            per_key.setdefault(key, {}).setdefault(oneid, []).append(record_id)
     for key, oneids in per_key.items():
-        answers[key] = [{"id": o, "status": status.get(o)} for o in sorted(oneids)[:20]]
+        answers[key] = [{"id": o, "status": status.get(o), "records": sorted(oneids[o])} for o in sorted(oneids)[:20]]
     return answers

@@ -12,7 +12,10 @@ them (one task per batch).
 Attribution: ``subject`` (an id) or ``identifier`` ({"type": "phone", "value": …,
 "scope"?: …}) resolved to a OneID subject through ``identity.selectors`` (one
 set-based lookup for the batch); without identity an identifier is a per-item
-error, never dropped.
+error, never dropped. An event attributed by identifier also stores the source record
+the identifier was found on (``source_record_id``: the OneID's lowest record holding it),
+so a later split of the OneID gives the event to the part holding that record; the
+lookup returns it with the OneID, so provenance costs no query.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class _Item:
     properties: dict
     subject: int | None
     identifier: dict | None
+    source_record: int | None = None  # the record the identifier was found on (a split follows it)
 
 
 def ingest_events(*, actor, items: Sequence[object], max_items: int | None = None) -> list[EventResult]:
@@ -208,10 +212,10 @@ def _attribute(parsed: list[_Item], errors: list[ItemError]) -> dict[int, int]:
             keys = sorted({_key(item.identifier) for item in by_identifier})
             answers = lookup(keys)
             for item in by_identifier:
-                subject, problem = answers[_key(item.identifier)]
+                subject, record, problem = answers[_key(item.identifier)]
                 if problem is not None:
                     errors.append(ItemError(item.index, f"identifier.{problem[0]}", problem[1], problem[2]))
-                item.subject = subject
+                item.subject, item.source_record = subject, record
     types = _subject_types({item.subject for item in parsed if item.subject is not None})
     for item in parsed:
         if item.identifier is None and item.subject is not None and item.subject not in types:
@@ -236,7 +240,8 @@ def _key(identifier: Mapping) -> tuple[str, str, str | None]:
     return (identifier["type"], identifier["value"], identifier.get("scope") or None)
 
 
-Answer = tuple[int | None, tuple[str, str, str] | None]  # (subject id, (field, message, code) problem)
+# (subject id, source record it was attributed through, (field, message, code) problem)
+Answer = tuple[int | None, int | None, tuple[str, str, str] | None]
 
 
 def identifier_lookup():
@@ -271,24 +276,30 @@ def identifier_lookup():
 
 
 def _answers(found: Mapping) -> dict:
-    """``{key: OneIDs found | ServiceError}`` → ``{key: Answer}``: one active OneID, else a problem."""
+    """``{key: OneIDs found | ServiceError}`` → ``{key: Answer}``: one active OneID, else a problem.
+
+    The event's source record is the OneID's lowest record holding the identifier (several
+    records of one person may hold it: the choice must not depend on the lookup's order).
+    """
     answers: dict = {}
     for key, result in found.items():
         type_code = key[0]
         if isinstance(result, ServiceError):
             field = result.errors[0].field if result.errors else "value"
-            answers[key] = (None, (field, result.message, result.code))
+            answers[key] = (None, None, (field, result.message, result.code))
             continue
         subjects = sorted({o["id"] for o in result if o.get("status") == "active"} or {o["id"] for o in result})
         if not subjects:
-            answers[key] = (None, ("value", f"No OneID holds this {type_code}.", "unknown"))
+            answers[key] = (None, None, ("value", f"No OneID holds this {type_code}.", "unknown"))
         elif len(subjects) > 1:
             answers[key] = (
+                None,
                 None,
                 ("value", f"{len(subjects)} OneIDs hold this {type_code}; send the subject id.", "ambiguous"),
             )
         else:
-            answers[key] = (subjects[0], None)
+            records = [r for o in result if o["id"] == subjects[0] for r in o.get("records") or ()]
+            answers[key] = (subjects[0], min(records) if records else None, None)
     return answers
 
 
@@ -314,6 +325,7 @@ def _rows(parsed: list[_Item]) -> str:
                 "source": i.source,
                 "event_id": i.event_id,
                 "received_at": stamp,
+                "source_record_id": i.source_record,
             }
             for i in parsed
         ]
@@ -325,19 +337,23 @@ def _insert(parsed: list[_Item]) -> dict[tuple[str, str], int]:
     pg = connection.vendor == "postgresql"
     if pg:
         sql = (
-            "INSERT INTO tags_event (subject_id, type, occurred_at, properties, source, event_id, received_at)"
-            " SELECT r.subject_id, r.type, r.occurred_at, r.properties, r.source, r.event_id, r.received_at"
+            "INSERT INTO tags_event"
+            " (subject_id, type, occurred_at, properties, source, event_id, received_at, source_record_id)"
+            " SELECT r.subject_id, r.type, r.occurred_at, r.properties, r.source, r.event_id, r.received_at,"
+            " r.source_record_id"
             " FROM jsonb_to_recordset(%s::jsonb) AS r(subject_id bigint, type text, occurred_at timestamptz,"
-            " properties jsonb, source text, event_id text, received_at timestamptz)"
+            " properties jsonb, source text, event_id text, received_at timestamptz, source_record_id bigint)"
             " ORDER BY r.source, r.event_id"
             " ON CONFLICT (source, event_id) DO NOTHING RETURNING id, source, event_id"
         )
     else:
         sql = (
-            "INSERT INTO tags_event (subject_id, type, occurred_at, properties, source, event_id, received_at)"
+            "INSERT INTO tags_event"
+            " (subject_id, type, occurred_at, properties, source, event_id, received_at, source_record_id)"
             " SELECT json_extract(j.value, '$.subject_id'), json_extract(j.value, '$.type'),"
             " json_extract(j.value, '$.occurred_at'), j.value -> '$.properties', json_extract(j.value, '$.source'),"
-            " json_extract(j.value, '$.event_id'), json_extract(j.value, '$.received_at')"
+            " json_extract(j.value, '$.event_id'), json_extract(j.value, '$.received_at'),"
+            " json_extract(j.value, '$.source_record_id')"
             " FROM json_each(%s) AS j WHERE 1"
             " ON CONFLICT (source, event_id) DO NOTHING RETURNING id, source, event_id"
         )

@@ -261,6 +261,11 @@ class Event(models.Model):
     source = models.CharField(max_length=64)
     event_id = models.CharField(max_length=128, help_text="The external idempotency key.")
     received_at = models.DateTimeField(auto_now_add=True)
+    # The source record (identity) the event was attributed through when it came in by identifier:
+    # a OneID split gives the event to the part holding that record. An id, no foreign key: tags
+    # works without the identity app, and records are never deleted (a merge or split moves them).
+    # Not indexed: a split reads events by subject (the subject index) and only then by record.
+    source_record_id = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -169,3 +169,23 @@ def test_a_merge_that_fails_after_following_leaves_everything(
     assert not callbacks  # no refresh was left to run
     assert (values(tags.spend), values(tags.skin), sorted(Event.objects.values_list("id", "subject_id"))) == before
     assert not MergedValue.objects.exists()
+
+
+def test_an_event_by_identifier_stores_the_record_it_was_attributed_through(
+    tags, sources, django_capture_on_commit_callbacks
+):
+    """Provenance: the lowest record of the OneID holding the identifier; none for an event by subject id."""
+    push(("crm_a", "L1", LI), ("wecom", "W1", LI | {"email": "li@mail.cn"}), ("crm_b", "H1", HAN))
+    li = oneid_of("crm_a", "L1")
+    assert oneid_of("wecom", "W1") == li
+    records = sorted(SourceRecord.objects.filter(oneid_id=li).values_list("id", flat=True))
+    w1 = SourceRecord.objects.get(external_id="W1").id
+    ingest(
+        django_capture_on_commit_callbacks,
+        buy(1, 10, identifier={"type": "phone", "value": "139 0000 1111"}),  # both records hold it
+        buy(2, 20, identifier={"type": "email", "value": "li@mail.cn"}),  # only W1
+        buy(3, 30, subject=li),
+    )
+    stored = dict(Event.objects.values_list("event_id", "source_record_id"))
+    assert stored == {"e1": records[0], "e2": w1, "e3": None}
+    assert set(Event.objects.values_list("subject_id", flat=True)) == {li}
