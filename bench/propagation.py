@@ -22,6 +22,9 @@ each from an empty tag, then again with nothing to change (0 rows written).
   after the ingestion commit, in the request's process.
 - ``ingest``: batch ingestion through the API view stack (``django.test.Client``,
   1,000 events a request, the real-time enqueue included); count in = count stored.
+  ``ingest_api``: year-old visits no tag reads (ingestion alone); ``ingest_api_refreshed``:
+  today's purchases, each request also running (eager) the refresh of the members' spend,
+  their clinics and regions before it answers.
 """
 
 from __future__ import annotations
@@ -762,8 +765,13 @@ def through_worker(bench: Bench, tags: dict, bounds, options) -> None:
         app._pool, app.amqp._producer_pool = None, None
 
 
-def ingest_throughput(bench: Bench, bounds, total: int) -> None:
-    """Batches of 1,000 through the API view stack (django.test.Client), real-time enqueue included (eager)."""
+def ingest_throughput(bench: Bench, bounds, total: int, *, read_by_tags: bool = False) -> None:
+    """Batches of 1,000 through the API view stack (django.test.Client), real-time enqueue included (eager).
+
+    Visits a year old (``read_by_tags`` false) are read by no tag: ingestion alone. Purchases of
+    today are read by ``spend_90d`` and, through it, by the clinic and region roll-ups: with Celery
+    eager the request also runs the whole downstream refresh of its 1,000 events before answering.
+    """
     import random
 
     import orjson
@@ -778,26 +786,37 @@ def ingest_throughput(bench: Bench, bounds, total: int) -> None:
     if not user.is_superuser:
         user.is_superuser = True
         user.save()
+    from tags.realtime import index as tag_index
+
+    tag_index.forget()  # the tags this run created or activated
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(user)
     rng, tag = random.Random(3), uuid.uuid4().hex[:6]
     bodies = []
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)  # outside every window: ingestion cost only
+    if read_by_tags:
+        kind, now, name = "purchase", dt.datetime.now(dt.UTC), "ingest_api_refreshed"
+    else:  # a year old, outside every window, and a type no tag reads: ingestion cost only
+        kind, now, name = "visit", dt.datetime.now(dt.UTC) - dt.timedelta(days=400), "ingest_api"
     for start in range(0, total, 1000):
         items = [
             {
                 "source": "bench",
                 "event_id": f"in{tag}-{start + i}",
-                "type": "visit",
+                "type": kind,
                 "occurred_at": now.isoformat(),
-                "properties": {"n": i},
+                "properties": {"amount": rng.randint(1, 900)} if read_by_tags else {"n": i},
                 "subject": rng.randint(*bounds),
             }
             for i in range(1000)
         ]
         bodies.append(orjson.dumps({"items": items}))
     before = Event.objects.count()
-    with bench.sample("ingest_api", "batch ingestion API, 1,000 events a request (in-process client)") as sample:
+    described = (
+        "batch ingestion API, 1,000 purchases a request, each request refreshing spend, clinics and regions (eager)"
+        if read_by_tags
+        else "batch ingestion API, 1,000 events a request (in-process client)"
+    )
+    with bench.sample(name, described) as sample:
         watch = Stopwatch()
         with watch:
             for body in bodies:
@@ -805,8 +824,8 @@ def ingest_throughput(bench: Bench, bounds, total: int) -> None:
                 assert response.status_code == 200, response.content[:500]
         sample.seconds, sample.items = watch.seconds, total
     stored = Event.objects.count() - before
-    bench.sections["ingest"] = {"sent": total, "stored": stored, "events_per_s": round(total / watch.seconds)}
-    bench.note(f"ingest: {total / watch.seconds:,.0f} events/s; sent {total:,}, stored {stored:,}")
+    bench.sections[name] = {"sent": total, "stored": stored, "events_per_s": round(total / watch.seconds)}
+    bench.note(f"{name}: {total / watch.seconds:,.0f} events/s; sent {total:,}, stored {stored:,}")
 
 
 def run(bench: Bench, options) -> None:
@@ -839,6 +858,9 @@ def run(bench: Bench, options) -> None:
     if not options.latency_only:
         full_cases(bench, tags, types, sizes, now, set(options.cases.split(",")))
         ingest_throughput(bench, bounds, options.ingest_events)
+        if not primed(tags):
+            prime_realtime(tags, dt.datetime.now(dt.UTC))
+        ingest_throughput(bench, bounds, min(options.ingest_events, 20_000), read_by_tags=True)
     if options.skip_latency:
         return
     if not (options.reuse_primed and primed(tags)):
