@@ -76,8 +76,9 @@ def bulk_write_record(
     counts: Mapping[str, int],
     ids: list[int],
     correlation_id: uuid.UUID | None = None,
+    extra: Mapping | None = None,
 ) -> uuid.UUID:
-    """Record one bulk write with the ids it wrote; returns its correlation id.
+    """Record one bulk write with the ids it wrote (and ``extra`` summary keys); returns its correlation id.
 
     A batch that wrote nothing (every item unchanged) leaves no event, so an
     idempotent re-run changes nothing at all. Callers pass one ``correlation_id``
@@ -90,7 +91,7 @@ def bulk_write_record(
             action=action,
             object_type=object_type,
             row_count=len(ids),
-            summary={**counts, "ids": ids},
+            summary={**counts, "ids": ids, **(extra or {})},
             correlation_id=correlation_id,
         )
     return correlation_id

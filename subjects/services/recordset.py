@@ -7,7 +7,7 @@ upsert of 1,000 rows is one statement with one parameter, whatever the backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from operator import itemgetter
 
@@ -72,6 +72,7 @@ def guarded_upsert(
     key: Sequence[str],
     rows: Sequence[tuple],
     now: datetime,
+    before_compare: Callable[[], object] | None = None,
 ) -> list[tuple[int, str]]:
     """Insert or update ``rows`` (tuples in ``columns`` order) by ``key``.
 
@@ -89,12 +90,24 @@ def guarded_upsert(
 
     A ``jsonb`` value may be given already encoded (``str`` of JSON text), so a
     caller that encoded it to check it does not pay for it twice.
+
+    ``before_compare`` runs once, inside the transaction, just before a batch takes the
+    compare-and-write path: there a caller can read the stored rows as they were before
+    the write, and an all-new batch (which has none) pays nothing for it.
     """
     if not rows:
         return []
     if not connection.in_atomic_block:  # the staged rows live until the transaction ends
         with transaction.atomic(using=connection.alias):
-            return guarded_upsert(connection, table=table, columns=columns, key=key, rows=rows, now=now)
+            return guarded_upsert(
+                connection,
+                table=table,
+                columns=columns,
+                key=key,
+                rows=rows,
+                now=now,
+                before_compare=before_compare,
+            )
     key_of = itemgetter(*[[name for name, _ in columns].index(k) for k in key])
     keys = [key_of(row) for row in rows]
     width = len(key)
@@ -102,6 +115,8 @@ def guarded_upsert(
         created = copy_if_all_new(connection, table=table, columns=columns, key=key, keys=keys, rows=rows, now=now)
         if created is not None:
             return created
+    if before_compare is not None:
+        before_compare()
     source, params = stage_batch(connection, table, columns, rows)
     stamps = _stamps(connection, now)
     outcome: dict[tuple, tuple[int, str]] = {}

@@ -5,13 +5,17 @@ that they are of the type's from/to subject types, weight, validity period,
 attributes against the type's schema, and cardinality against the batch and the
 stored relationships. Taggable types get one relationship subject per
 relationship, upserted in the same transaction, so tags need no special case.
+
+A relationship that an update moves to other ends (or to another own subject) is
+listed with its old ends in the domain event (``summary.previous_ends``), so whoever
+follows relationship writes (the real-time engine) can refresh what it left too.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -28,7 +32,15 @@ from ..schemas import MAX_ID, attribute_error, attributes_encoding_error, valid_
 from .item_checks import KEY_LIMITS, encoded_attributes, external_key
 from .recordset import guarded_upsert, recordset_param, recordset_sql
 from .references import KeyRef, parse_ref, subject_types_by_id, subjects_by_id, subjects_by_key
-from .scope_checks import invisible_ids, not_found, refuse, restricted, stored_out_of_scope, stored_relationship_ends
+from .scope_checks import (
+    StoredEnds,
+    invisible_ids,
+    not_found,
+    refuse,
+    restricted,
+    stored_out_of_scope,
+    stored_relationship_ends,
+)
 from .subject_bulk import BulkResult, ItemResult, count_statuses, upsert_subject_rows
 from .type_lookup import types_by_code
 
@@ -74,6 +86,7 @@ class _Item:
     attributes_json: str | None = None  # encoded once, by the check that it can be stored
     ids: dict[str, int] = field(default_factory=dict)
     slots: Mapping[str, int | None] = field(default_factory=dict)
+    subject_id: int | None = None  # its own subject, taggable types only (set by the write)
 
     @property
     def key(self) -> tuple[int, str, str]:
@@ -120,8 +133,9 @@ def relationship_bulk_upsert(
         _resolve_ends(parsed, errors)
     if errors:
         raise ServiceError(f"{len({e.index for e in errors})} of {len(items)} items are invalid.", errors)
+    stored = _Stored(parsed)
     if restricted(actor) is not None:
-        refuse(_scope_errors(actor, parsed))
+        refuse(_scope_errors(actor, parsed, stored.ends()))
     _assign_slots(parsed)
     try:
         with transaction.atomic():
@@ -135,7 +149,7 @@ def relationship_bulk_upsert(
                 _check_cardinality(parsed, errors)
                 if errors:
                     raise ServiceError(f"{len({e.index for e in errors})} of {len(items)} items are invalid.", errors)
-            results = _write(parsed)
+            results = _write(parsed, before_compare=stored.ends)
             if limited and connection.vendor == "postgresql":
                 with connection.cursor() as cursor:  # surface a cardinality race here, not at an outer commit
                     cursor.execute(
@@ -143,6 +157,7 @@ def relationship_bulk_upsert(
                     )
             counts = count_statuses(results)
             written = sorted(r.id for r in results if r.status != "unchanged")
+            moved = _previous_ends(parsed, results, stored.read or {})
             correlation_id = bulk_write_record(
                 actor=actor,
                 action=action,
@@ -150,6 +165,7 @@ def relationship_bulk_upsert(
                 counts=counts,
                 ids=written,
                 correlation_id=correlation_id,
+                extra={"previous_ends": moved} if moved else None,
             )
     except IntegrityError as exc:
         raise ConflictError(
@@ -161,19 +177,46 @@ def relationship_bulk_upsert(
     return BulkResult(results=results, correlation_id=correlation_id, counts=counts)
 
 
-def _scope_errors(actor, items: list[_Item]) -> list[ItemError]:
+class _Stored:
+    """The batch's stored ends, read at most once: by the scope check of a restricted actor,
+    else just before the compare-and-write. A batch copied in as all new reads nothing."""
+
+    __slots__ = ("items", "read")
+
+    def __init__(self, items: list[_Item]) -> None:
+        self.items = items
+        self.read: dict[tuple[int, str, str], StoredEnds] | None = None
+
+    def ends(self) -> dict[tuple[int, str, str], StoredEnds]:
+        if self.read is None:
+            self.read = stored_relationship_ends(item.key for item in self.items)
+        return self.read
+
+
+def _previous_ends(items: list[_Item], results: list[ItemResult], stored: Mapping) -> list[list[int | None]]:
+    """``[type, from, to, own subject]`` as stored before the write, of each updated
+    relationship whose ends or own subject it changed; a weight or attribute change lists none."""
+    previous = []
+    for item, result in zip(items, results, strict=True):
+        old, now = stored.get(item.key), (item.ids["from"], item.ids["to"], item.subject_id)
+        if result.status == "updated" and old is not None and old != now:
+            previous.append([item.rtype.id, *old])
+    return previous
+
+
+def _scope_errors(actor, items: list[_Item], stored: Mapping[tuple[int, str, str], StoredEnds]) -> list[ItemError]:
     """Both ends of every relationship, and both stored ends of one it would update, must be
     visible to the actor (a relationship is visible when both its ends are): two queries for
-    the batch. A hidden end is reported like a missing one."""
-    stored = stored_relationship_ends(item.key for item in items)
+    the batch, the stored ends read by the caller. A hidden end is reported like a missing one."""
     ends = {item.ids[end] for item in items for end in ("from", "to")}
-    hidden = invisible_ids(actor, ends.union(*stored.values()))
+    hidden = invisible_ids(actor, ends.union(*((e.from_id, e.to_id) for e in stored.values())))
     errors = []
     for item in items:
         for end in ("from", "to"):
             if item.ids[end] in hidden:
                 errors.append(not_found(item.index, end, item.ids[end]))
-        if hidden.intersection(stored.get(item.key, ())):
+        old = stored.get(item.key)
+        if old is not None and hidden.intersection((old.from_id, old.to_id)):
             errors.append(stored_out_of_scope(item.index, "relationship"))
     return errors
 
@@ -470,8 +513,10 @@ def _stored_slot_holders(end: str, claimed: dict[tuple[int, int], int]) -> dict[
         return {(t, s): (id_, source, ext) for t, s, id_, source, ext in cursor.fetchall()}
 
 
-def _write(items: list[_Item]) -> list[ItemResult]:
+def _write(items: list[_Item], before_compare: Callable[[], object]) -> list[ItemResult]:
     subject_ids = _relationship_subjects([i for i in items if i.rtype.taggable])
+    for item in items:
+        item.subject_id = subject_ids.get(item.key) if subject_ids else None
     # PostgreSQL: datetimes go to COPY as they are (psycopg formats them).
     moment = _as_is if connection.vendor == "postgresql" else connection.ops.adapt_datetimefield_value
     rows = [
@@ -485,14 +530,20 @@ def _write(items: list[_Item]) -> list[ItemResult]:
             moment(item.valid_from),
             moment(item.valid_to),
             item.attributes if item.attributes_json is None else item.attributes_json,
-            subject_ids.get(item.key) if subject_ids else None,
+            item.subject_id,
             item.slots["from"],
             item.slots["to"],
         )
         for item in items
     ]
     written = guarded_upsert(
-        connection, table="subjects_relationship", columns=COLUMNS, key=KEY, rows=rows, now=timezone.now()
+        connection,
+        table="subjects_relationship",
+        columns=COLUMNS,
+        key=KEY,
+        rows=rows,
+        now=timezone.now(),
+        before_compare=before_compare,
     )
     return [ItemResult(item.index, id_, status) for item, (id_, status) in zip(items, written, strict=True)]
 

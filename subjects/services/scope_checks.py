@@ -20,6 +20,7 @@ Two kinds of refusal, both per item and all-or-nothing:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from django.db import connection
 
@@ -116,19 +117,28 @@ def invisible_ids(actor, ids: Iterable[int]) -> set[int]:
     return ids - set(seen)
 
 
-def stored_relationship_ends(keys: Iterable[tuple[int, str, str]]) -> dict[tuple[int, str, str], tuple[int, int]]:
-    """``{key: (from_subject_id, to_subject_id)}`` of the stored relationships with these keys (one statement)."""
+class StoredEnds(NamedTuple):
+    """A stored relationship's ends and own subject (``None`` unless its type is taggable)."""
+
+    from_id: int
+    to_id: int
+    subject_id: int | None
+
+
+def stored_relationship_ends(keys: Iterable[tuple[int, str, str]]) -> dict[tuple[int, str, str], StoredEnds]:
+    """The stored ends of the relationships with these keys (one statement): what a scope check
+    compares with the actor's scopes, and what a write that moves them reports as their old ends."""
     rows = [{"t": t, "s": s, "e": e} for t, s, e in set(keys)]
     if not rows:
         return {}
     source = recordset_sql(connection, [("t", "bigint"), ("s", "text"), ("e", "text")])
     sql = (
-        f"SELECT r.t, r.s, r.e, x.from_subject_id, x.to_subject_id FROM {source} JOIN subjects_relationship x"
-        " ON x.relationship_type_id = r.t AND x.source = r.s AND x.external_id = r.e"
+        f"SELECT r.t, r.s, r.e, x.from_subject_id, x.to_subject_id, x.subject_id FROM {source}"
+        " JOIN subjects_relationship x ON x.relationship_type_id = r.t AND x.source = r.s AND x.external_id = r.e"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [recordset_param(rows)])
-        return {(t, s, e): (from_id, to_id) for t, s, e, from_id, to_id in cursor.fetchall()}
+        return {(t, s, e): StoredEnds(*ends) for t, s, e, *ends in cursor.fetchall()}
 
 
 def not_found(index: int | None, field: str, subject_id: int) -> ItemError:

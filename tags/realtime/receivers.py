@@ -9,8 +9,11 @@
   ``subjects.relationship``, ``summary.ids`` = relationships written) and
   ``post_delete`` of ``Relationship`` (single deletes and cascades, whose ends are
   gone after commit). A relationship that moved to other ends is seen at its new
-  ends, and at its old ends when the write lists them (``summary.previous_ends``);
-  otherwise the nightly reconcile (``tags.reconcile_propagated``) repairs the old.
+  ends and, in the same plan, at its old ones: the subjects services list them in
+  the event (``summary.previous_ends``) for every update that moves one (bulk,
+  single saves from the API and admin, OneID merges). Only a write that bypasses
+  the services (raw SQL, a queryset ``update``) leaves the old ends to the
+  nightly reconcile (``tags.reconcile_propagated``).
 - Subject writes (attributes, e.g. from source records): the same domain events
   with object type ``subjects.subject``.
 
@@ -65,11 +68,11 @@ def on_domain_event(sender, instance: DomainEvent, created: bool, **kwargs) -> N
 
 
 def _previous_ends(summary: dict, index) -> list[tuple]:
-    """The ends a relationship had before a write moved it, when the writer tells them.
+    """The ends a relationship had before a write moved it, as the writer tells them.
 
-    A write that moves relationships to other ends may list ``previous_ends`` in its domain
-    event's summary (``[[type, from, to, own subject], …]``): their old ends are refreshed
-    now, not by the nightly reconcile.
+    ``subjects.services.relationship_bulk_upsert`` lists them in its domain event's summary
+    (``previous_ends``: ``[[type, from, to, own subject], …]``, moved relationships only):
+    their old ends are refreshed now, not by the nightly reconcile.
     """
     found = []
     for entry in summary.get("previous_ends") or ():

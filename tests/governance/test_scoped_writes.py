@@ -254,3 +254,17 @@ def test_csv_import_is_scope_checked_like_the_api(gov):
     result = SubjectResource().import_data(rows, dry_run=False, user=gov.users["brand_operator"])
     assert result.has_validation_errors() or result.has_errors()
     assert not Subject.objects.filter(external_id="CSV-B").exists()
+
+
+def test_a_restricted_actors_move_reuses_the_scope_checks_read_of_the_stored_ends(gov):
+    """The stored ends the scope check reads are the ones the domain event lists as the moved
+    relationship's previous ends: no second read."""
+    user, w, rel = gov.users["brand_operator"], gov.world, gov.rel_in
+    item = {"type": "visited", "source": rel.source, "external_id": rel.external_id, "to": w.clinic_a_sh.pk}
+    with CaptureQueriesContext(connection) as ctx:
+        relationship_bulk_upsert(actor=user, items=[{**item, "from": gov.member_a_bj.pk}])
+
+    reads = [q for q in ctx.captured_queries if "x.from_subject_id, x.to_subject_id, x.subject_id FROM" in q["sql"]]
+    assert len(reads) == 1
+    event = DomainEvent.objects.filter(object_type="subjects.relationship").latest("id")
+    assert event.summary["previous_ends"] == [[w.visited.pk, gov.member_in.pk, w.clinic_a_sh.pk, None]]

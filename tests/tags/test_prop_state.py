@@ -230,6 +230,7 @@ OPS = st.one_of(
     st.tuples(st.just("edit"), st.integers(0, 3), st.sampled_from(["dry", "oily", None])),
     st.tuples(st.just("visit"), st.integers(0, 3), st.integers(0, 1)),
     st.tuples(st.just("leave"), st.integers(0, 3), st.integers(0, 1)),
+    st.tuples(st.just("move"), st.integers(0, 3), st.integers(0, 1)),  # one key, upserted to other ends
 )
 
 
@@ -251,6 +252,9 @@ def test_state_and_values_equal_full_after_any_sequence(sc, django_capture_on_co
             elif kind == "visit":
                 item = {"type": "visited", "source": "h", "external_id": f"{member.id}-{arg}", "from": member.id}
                 relationship_bulk_upsert(actor=None, items=[{**item, "to": clinics[arg].id}])
+            elif kind == "move":
+                item = {"type": "visited", "source": "h", "external_id": "moving", "from": member.id}
+                relationship_bulk_upsert(actor=None, items=[{**item, "to": clinics[arg].id}])
             else:
                 for rel in Relationship.objects.filter(from_subject=member, to_subject=clinics[arg]):
                     relationship_delete(actor=None, relationship=rel)
@@ -271,3 +275,17 @@ def test_a_moved_relationship_refreshes_its_old_ends_when_the_write_lists_them(s
             summary={"ids": [rel.pk], "previous_ends": [previous]},
         )
     assert_consistent(sc)  # clinic 1 (the old end) lost member 0 now, not at the nightly reconcile
+
+
+# Real commits: an update takes the guarded path, whose session staging table must really be
+# committed (captured on-commit callbacks in a rolled-back test would mark it created).
+@pytest.mark.django_db(transaction=True)
+def test_an_upsert_that_moves_a_relationship_keeps_both_clinics_state_exact(sc, django_capture_on_commit_callbacks):
+    """Through the subjects service: its domain event lists the old ends, so the deltas leave clinic 1
+    and clinic 2 (and their regions) equal to a full recompute and their state to a rebuild."""
+    rel = Relationship.objects.get(from_subject=sc.members[0], to_subject=sc.c1)
+    item = {"type": "visited", "source": rel.source, "external_id": rel.external_id, "from": rel.from_subject_id}
+    with django_capture_on_commit_callbacks(execute=True):
+        result = relationship_bulk_upsert(actor=None, items=[{**item, "to": sc.c2.id}])
+    assert result.counts["updated"] == 1
+    assert_consistent(sc)

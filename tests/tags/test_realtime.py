@@ -25,6 +25,7 @@ from tags.services.store import write_values
 from tests.tags.test_propagation import PropWorld, values
 
 BATCH = "/api/v1/events/batch/"
+VISITED = [{"relationship": "visited"}]
 HIGH_VALUE = {
     "cases": [
         {
@@ -194,6 +195,40 @@ def test_relationship_changes_through_the_services_refresh_both_ends(chain, djan
     assert chain.c2.id not in values(chain.clinic_hv)
 
 
+# Real commits: an update takes the guarded path, whose session staging table must really be
+# committed (captured on-commit callbacks in a rolled-back test would mark it created).
+@pytest.mark.django_db(transaction=True)
+def test_an_upsert_that_moves_a_visit_refreshes_the_clinic_it_left_and_the_one_it_reached(
+    chain, django_capture_on_commit_callbacks
+):
+    """The moved relationship's old ends come from the write's domain event (previous_ends):
+    clinic 1 and its region are right after the write, not after the nightly reconcile."""
+    from tags.events import ingest_events
+
+    m, c1, c2 = chain.members, chain.c1, chain.c2
+    with django_capture_on_commit_callbacks(execute=True):
+        visitors = chain.propagated(
+            "clinic", "visitors", "number", {"from": {"tag": "skin"}, "path": VISITED, "aggregate": "count"}
+        )
+        ingest_events(actor=None, items=[purchase(m[0], 1, 300)])
+    tag_index.forget()
+    assert values(visitors) == {c1.id: 3, c2.id: 2}
+    assert values(chain.clinic_hv) == {c1.id: pytest.approx(1 / 3, abs=1e-6), c2.id: 0}
+    visit = Relationship.objects.get(from_subject=m[0], to_subject=c1)
+    item = {"type": "visited", "source": visit.source, "external_id": visit.external_id, "from": m[0].id}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = relationship_bulk_upsert(actor=None, items=[{**item, "to": c2.id}])
+
+    assert result.counts["updated"] == 1 and Relationship.objects.get(pk=visit.pk).to_subject_id == c2.id
+    assert values(visitors) == {c1.id: 2, c2.id: 3}
+    assert values(chain.clinic_hv) == {c1.id: 0, c2.id: pytest.approx(1 / 3, abs=1e-6)}
+    assert values(chain.mix)[c1.id] == {"dry": 0.5, "oily": 0.5}
+    assert values(chain.region_hv)[chain.w.shanghai.id] == 0
+    for tag in [*chain.computed(), visitors]:
+        assert values(tag) == expected(tag), tag.code
+
+
 def test_a_task_run_twice_changes_nothing_the_second_time(chain, django_capture_on_commit_callbacks):
     from tags.events import ingest_events
 
@@ -267,6 +302,7 @@ OPS = st.one_of(
     st.tuples(st.just("edit"), st.integers(0, 3), st.sampled_from(["dry", "oily", "normal", None])),
     st.tuples(st.just("visit"), st.integers(0, 3), st.integers(0, 1)),
     st.tuples(st.just("leave"), st.integers(0, 3), st.integers(0, 1)),
+    st.tuples(st.just("move"), st.integers(0, 3), st.integers(0, 1)),  # one key, upserted to other ends
 )
 
 
@@ -296,6 +332,9 @@ def test_incremental_equals_full_after_any_sequence(chain, django_capture_on_com
                     "to": clinics[arg].id,
                 }
                 relationship_bulk_upsert(actor=None, items=[item])
+            elif kind == "move":
+                item = {"type": "visited", "source": "h", "external_id": "moving", "from": member.id}
+                relationship_bulk_upsert(actor=None, items=[{**item, "to": clinics[arg].id}])
             else:
                 for rel in Relationship.objects.filter(from_subject=member, to_subject=clinics[arg]):
                     relationship_delete(actor=None, relationship=rel)
