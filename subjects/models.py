@@ -73,7 +73,12 @@ class Subject(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
-    subject_type = models.ForeignKey(SubjectType, on_delete=models.PROTECT, related_name="subjects")
+    subject_type = models.ForeignKey(
+        SubjectType,
+        on_delete=models.PROTECT,
+        related_name="subjects",
+        db_index=False,  # subject_type_id_idx (subject_type, id) serves every lookup by type
+    )
     display_name = models.CharField(max_length=255, blank=True)
     attributes = models.JSONField(default=dict, blank=True)
     # Indexed as (column, id) below: the scope filter of every read, in id order for cursor pages.
