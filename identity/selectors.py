@@ -395,3 +395,8 @@ def oneid_lookup_many(
     for key, oneids in per_key.items():
         answers[key] = [{"id": o, "status": status.get(o), "records": sorted(oneids[o])} for o in sorted(oneids)[:20]]
     return answers
+
+
+def record_source_codes(record_ids: list[int]) -> dict[int, str]:
+    """The source system code of each record: how a split gives back events that name no record."""
+    return dict(SourceRecord.objects.filter(id__in=list(record_ids)).values_list("id", "source__code"))

@@ -1,4 +1,4 @@
-"""Behaviour events and tag values follow OneID merges (receivers of ``identity.signals``).
+"""Behaviour events and tag values follow OneID merges and splits (receivers of ``identity.signals``).
 
 Connected in ``TagsConfig.ready`` when the identity app is installed (tags works without
 it). Both receivers run inside the resolution's transaction, after the records moved, so
@@ -10,13 +10,22 @@ the survivor has no value of the tag, and where both have one the survivor's is 
 the absorbed one's removed; its computed (rule, propagated) values are removed. Every
 explicit value of the merged person — the survivor's own included, and the removed ones —
 gets a ``MergedValue`` row naming the OneID it was set on and the records that OneID
-held, which is what lets a split give it back (not built yet: a split leaves everything
-with the OneID that keeps the subject). The survivor's computed tags are refreshed
+held, which is what lets a split give it back. The survivor's computed tags are refreshed
 by the real-time engine after the commit (and whatever reads them downstream).
+
+**Split** — the records of ``source`` now belong to ``parts``; the *keeper* is ``source``
+when it is one of them, else the part holding most of its records (the heir of a retired
+OneID). An event goes to the part holding the record it was attributed through
+(``Event.source_record_id``); without one, to the one part holding records of the event's
+``source`` system when exactly one does; otherwise it stays with the keeper. A value with
+a ``MergedValue`` row goes to the part holding most of that row's records; a value without
+one, or changed since the merge (set on the merged person), stays with the keeper; a value
+set aside at a merge comes back to its part where that part has no value of the tag.
+Computed tags are refreshed on every part; a retired source loses its computed values.
 
 Values are written by the one guarded writer (history rows with the resolution's
 correlation id), with one domain event per tag (``tags.values_followed``) and one per
-follow (``tags.merge_followed``).
+follow (``tags.merge_followed`` / ``tags.split_followed``).
 """
 
 from __future__ import annotations
@@ -84,11 +93,18 @@ def on_oneid_merged(sender, *, survivor, merged, event, origins=None, absorbed=N
     )
 
 
+def on_oneid_split(sender, *, source, parts, event, **kwargs) -> None:
+    follow_split(
+        source=source, parts=parts, actor=event.actor, correlation_id=event.correlation_id, split_event=event.pk
+    )
+
+
 def connect() -> None:
     """Subscribe to identity's signals (called from ``TagsConfig.ready`` when identity is installed)."""
     from identity import signals
 
     signals.oneid_merged.connect(on_oneid_merged, dispatch_uid="tagweave.tags.follow_merge")
+    signals.oneid_split.connect(on_oneid_split, dispatch_uid="tagweave.tags.follow_split")
 
 
 # ---- merge ---------------------------------------------------------------------------------------
@@ -173,6 +189,155 @@ def _move_events_to(survivor: int, absorbed: list[int]) -> Counter:
     with connection.cursor() as cursor:
         cursor.execute(sql, [survivor, orjson.dumps(absorbed).decode()])
         return Counter((survivor, t) for (t,) in cursor.fetchall())
+
+
+# ---- split ---------------------------------------------------------------------------------------
+
+
+def follow_split(
+    *,
+    source: int,
+    parts: Mapping[int, Iterable[int]],
+    actor,
+    correlation_id: uuid.UUID,
+    split_event: int | None = None,
+) -> Followed:
+    """Give each part of ``source`` back what its records brought; ``parts``: OneID → its records."""
+    parts = {int(p): sorted(int(r) for r in rs) for p, rs in parts.items()}
+    keeper = source if source in parts else min(parts, key=lambda p: (-len(parts[p]), p))
+    part_of = {r: p for p, rs in parts.items() for r in rs}
+    followed = Followed()
+    followed.events = _route_events(source, part_of, keeper)
+    values = _values({source, *parts})
+    rows = list(MergedValue.objects.filter(subject_id__in={source, *parts}).order_by("id"))
+    valid = _valid(rows, values)
+    held = {tag: r for (tag, subject), r in valid.items() if subject == source}
+    drop = [r.id for r in rows if r.subject_id == source or (r.held and (r.tag_id, r.subject_id) not in valid)]
+    rows = [r for r in rows if r.subject_id == source]
+    present = {(v.tag, v.subject) for v in values if v.subject != source}
+    stays: set[int] = set()
+    writes, keep = _Writes(), []
+
+    def route(records: Iterable[int]) -> int:
+        counts = Counter(part_of[r] for r in records if r in part_of)
+        return max(counts, key=lambda p: (counts[p], p == keeper, -p)) if counts else keeper
+
+    for v in values:
+        if v.subject != source:
+            continue
+        if v.source not in EXPLICIT:
+            if source not in parts:  # retired: its computed values go (the parts' are refreshed)
+                writes.set(v.tag, source, None, v.source)
+            continue
+        row = held.get(v.tag)  # none, or changed since the merge: the merged person's own
+        target = route(row.records) if row is not None else keeper
+        if target == source:
+            stays.add(v.tag)
+            keep.extend([_copy(row, source, held=True)] if row is not None else [])
+            continue
+        writes.set(v.tag, source, None, v.source)
+        moves = (v.tag, target) not in present
+        if moves:
+            writes.set(v.tag, target, v.value, v.source)
+            present.add((v.tag, target))
+        else:
+            followed.set_aside += 1
+        keep.append(
+            _copy(row, target, held=moves)
+            if row is not None
+            else _row(v, target, source, sorted(part_of), moves, correlation_id)
+        )
+    for r in rows:
+        if r.held:
+            continue
+        target = route(r.records)
+        free = r.tag_id not in stays if target == source else (r.tag_id, target) not in present
+        if free:
+            writes.set(r.tag_id, target, r.value, r.source)
+            (stays.add(r.tag_id) if target == source else present.add((r.tag_id, target)))
+        keep.append(_copy(r, target, held=free))
+    _store_rows(drop, keep)
+    followed.values = _write(writes, actor=actor, correlation_id=correlation_id, extra={"merge_event": split_event})
+    if followed.count:
+        _refresh(sorted(parts), followed, correlation_id, gone={source} - set(parts))
+        operation_record(
+            actor=actor,
+            action="tags.split_followed",
+            object_type="tags.event",
+            row_count=followed.count,
+            correlation_id=correlation_id,
+            summary={
+                "merge_event": split_event,
+                "source": source,
+                "keeper": keeper,
+                "parts": sorted(parts),
+                "ids": sorted({source, *parts}),
+                **_summary(followed),
+            },
+        )
+    return followed
+
+
+def _source_parts(part_of: Mapping[int, int]) -> dict[str, int]:
+    """Source system code → the one part holding records of it (codes held by several parts left out)."""
+    try:
+        from identity.selectors import record_source_codes
+    except ImportError:
+        return {}
+    holders: dict[str, set[int]] = {}
+    for record, code in record_source_codes(list(part_of)).items():
+        holders.setdefault(code, set()).add(part_of[record])
+    return {code: next(iter(ps)) for code, ps in holders.items() if len(ps) == 1}
+
+
+def _route_events(source: int, part_of: Mapping[int, int], keeper: int) -> Counter:
+    """Move the events of ``source`` to their parts in one UPDATE; ``{(new subject, type): n}``."""
+    by_code = _source_parts(part_of)
+    records, record_parts = list(part_of), [part_of[r] for r in part_of]
+    codes, code_parts = list(by_code), [by_code[c] for c in by_code]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                """
+                WITH rec AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS r(record_id, part)),
+                     src AS (SELECT * FROM unnest(%s::text[], %s::bigint[]) AS c(code, part)),
+                     target AS (
+                         SELECT e.id, COALESCE(rec.part, src.part, %s::bigint) AS part
+                           FROM tags_event e
+                           LEFT JOIN rec ON rec.record_id = e.source_record_id
+                           LEFT JOIN src ON src.code = e.source
+                          WHERE e.subject_id = %s),
+                     moved AS (
+                         UPDATE tags_event e SET subject_id = t.part FROM target t
+                          WHERE e.id = t.id AND t.part <> %s
+                         RETURNING e.subject_id, e.type)
+                SELECT subject_id, type, count(*) FROM moved GROUP BY subject_id, type
+                """,
+                [records, record_parts, codes, code_parts, keeper, source, source],
+            )
+            return Counter({(s, t): n for s, t, n in cursor.fetchall()})
+        cursor.execute(
+            """
+            UPDATE tags_event SET subject_id = t.part FROM (
+                SELECT e.id AS id, COALESCE(
+                    (SELECT json_extract(r.value, '$[1]') FROM json_each(%s) r
+                      WHERE json_extract(r.value, '$[0]') = e.source_record_id),
+                    (SELECT json_extract(c.value, '$[1]') FROM json_each(%s) c
+                      WHERE json_extract(c.value, '$[0]') = e.source),
+                    %s) AS part
+                  FROM tags_event e WHERE e.subject_id = %s) AS t
+            WHERE tags_event.id = t.id AND t.part <> %s
+            RETURNING subject_id, type
+            """,
+            [
+                orjson.dumps(list(zip(records, record_parts, strict=True))).decode(),
+                orjson.dumps(list(zip(codes, code_parts, strict=True))).decode(),
+                keeper,
+                source,
+                source,
+            ],
+        )
+        return Counter((s, t) for s, t in cursor.fetchall())
 
 
 # ---- shared --------------------------------------------------------------------------------------
