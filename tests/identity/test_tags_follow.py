@@ -397,3 +397,41 @@ def test_a_record_moving_to_another_oneid_takes_its_events(tags, django_capture_
     assert dict(Event.objects.values_list("event_id", "subject_id")) == {"e1": o, "e2": t, "e3": t}
     assert values(tags.spend) == {o: 10, t: 60}
     assert values(tags.skin) == {o: "dry", t: "oily"}
+
+
+def test_clinic_roll_ups_follow_a_merge_and_a_split(
+    attributed, tags, world, admin_user, django_capture_on_commit_callbacks
+):
+    """Downstream: a clinic's sum of its visitors' spend is right after the merge and after the split
+    (visits are attributed to records by the relationship convention and follow them)."""
+    from identity.services import oneid_split
+    from subjects.models import RelationshipType
+    from subjects.services import relationship_bulk_upsert
+    from tags.propagation.definitions import propagation_save
+
+    li, han = attributed
+    RelationshipType.objects.create(
+        code="visits", name="Visits", from_type=tags.spend.subject_type, to_type=world.clinic_type
+    )
+    group = TagGroupFactory(subject_type=world.clinic_type, code="clinic_kpis")
+    with django_capture_on_commit_callbacks(execute=True):
+        total = TagDefinitionFactory(group=group, code="visitor_spend", value_type="number", computation="propagated")
+        body = {"from": {"tag": "spend90"}, "path": [{"relationship": "visits"}], "aggregate": "sum"}
+        propagation_save(actor=None, tag=total, document={"propagate": body}, activate=True)
+    tag_index.forget()
+    a, b = world.clinic_a_sh.id, world.clinic_b_bj.id
+    with django_capture_on_commit_callbacks(execute=True):
+        relationship_bulk_upsert(
+            actor=None,
+            items=[
+                {"type": "visits", "source": "crm_a", "external_id": "L1-V1", "from": li, "to": a},
+                {"type": "visits", "source": "crm_b", "external_id": "H1-V1", "from": han, "to": b},
+            ],
+        )
+    assert values(total) == {a: 151, b: 37}
+    with django_capture_on_commit_callbacks(execute=True):
+        survivor = oneid_merge(actor=admin_user, oneids=[li, han])
+    assert values(total) == {a: 188, b: 188}  # one person visiting both
+    with django_capture_on_commit_callbacks(execute=True):
+        oneid_split(actor=admin_user, oneid=survivor, records=[record("crm_b", "H1")])
+    assert values(total) == {a: 151, b: 37}
