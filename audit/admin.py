@@ -25,6 +25,8 @@ from django.db.models import Q
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
+from subjects.pii import PiiLookupMixin
+
 from .models import DomainEvent
 from .services import PII_FIELDS, mask_changes
 
@@ -173,8 +175,12 @@ class ModelFilter(admin.SimpleListFilter):
         return queryset.filter(content_type_id=int(value))
 
 
-class ReadOnlyAuditAdmin(admin.ModelAdmin):
-    """Nothing here can be added, changed or deleted, by anyone: the log is append-only."""
+class ReadOnlyAuditAdmin(PiiLookupMixin, admin.ModelAdmin):
+    """Nothing here can be added, changed or deleted, by anyone: the log is append-only.
+
+    Diffs, labels and summaries may hold personal values (entries written before masking, free
+    text in a summary): filtering by them needs ``view_pii`` (``pii_lookup_fields``).
+    """
 
     paginator = EstimatedCountPaginator
     show_full_result_count = False
@@ -205,6 +211,7 @@ admin.site.unregister(LogEntry)
 
 @admin.register(LogEntry)
 class LogEntryAdmin(ReadOnlyAuditAdmin):
+    pii_lookup_fields = ("changes", "changes_text", "object_repr", "serialized_data", "additional_data")
     list_display = ("timestamp", "action", "model", "shown_object", "actor", "cid")
     list_select_related = ("content_type", "actor")
     list_filter = (
@@ -335,6 +342,7 @@ class EventTagFilter(InputFilter):
 
 @admin.register(DomainEvent)
 class DomainEventAdmin(ReadOnlyAuditAdmin):
+    pii_lookup_fields = ("summary",)
     list_display = ("occurred_at", "action", "actor", "object_type", "row_count", "correlation_id")
     list_select_related = ("actor",)
     list_filter = (

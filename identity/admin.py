@@ -80,10 +80,10 @@ def _json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
-class RevealMixin:
+class RevealMixin(pii.PiiLookupMixin):
     """Masked by default; ``?unmask=1`` by a PII holder reveals the page (rendered inside the reveal,
     then logged with the ids shown). ``unmask`` is removed from the query before the changelist
-    reads its parameters as filters."""
+    reads its parameters as filters; filtering by a personal field needs ``view_pii``."""
 
     reveal_object_type = ""
     reveal_fields: tuple[str, ...] = ()
@@ -204,6 +204,7 @@ class SourceRecordAdmin(RevealMixin, ImportExportMixin, admin.ModelAdmin):
     readonly_fields = fields
     reveal_object_type = "identity.sourcerecord"
     reveal_fields = ("raw", "external_id")
+    pii_lookup_fields = ("raw", "external_id")
 
     def get_queryset(self, request):
         return visible_records(request.user, super().get_queryset(request))
@@ -381,6 +382,7 @@ class MergeEventAdmin(RevealMixin, admin.ModelAdmin):
     search_fields = ()
     reveal_object_type = "identity.mergeevent"
     reveal_fields = ("evidence",)
+    pii_lookup_fields = ("evidence",)
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
@@ -429,6 +431,7 @@ class MatchSuggestionAdmin(RevealMixin, admin.ModelAdmin):
     actions = [accept_selected, reject_selected]
     reveal_object_type = "identity.matchsuggestion"
     reveal_fields = ("evidence",)
+    pii_lookup_fields = ("evidence",)
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
