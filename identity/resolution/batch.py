@@ -156,12 +156,18 @@ def _conflicted(records: np.ndarray, labels: np.ndarray, links: np.ndarray, rule
     return bad
 
 
-def resolve_all(*, actor=None, rules: Rules | None = None, refresh_golden: bool = False) -> BatchResult:
+def resolve_all(
+    *,
+    actor=None,
+    rules: Rules | None = None,
+    refresh_golden: bool = False,
+    correlation_id: uuid.UUID | None = None,
+) -> BatchResult:
     """Re-partition every record; writes only what changed (a re-run writes nothing)."""
     import time
 
     rules = rules or load_rules()
-    result = BatchResult(correlation_id=uuid.uuid4())
+    result = BatchResult(correlation_id=correlation_id or uuid.uuid4())
     clock = time.perf_counter()
 
     def lap(name: str) -> None:
@@ -330,8 +336,8 @@ def _golden(records, labels, changed_labels, chosen, actor, rules, result) -> di
         part = order[start : start + SUBJECT_CHUNK]
         ext = {x: existing[chosen[x]] if x in chosen else uuid.uuid4().hex for x in part}
         items = golden_items({x: by_label[x] for x in part}, ext, rules)
-        upserted = subject_bulk_upsert(
-            actor=actor, items=items, correlation_id=result.correlation_id, action="identity.oneids_upserted"
+        upserted = subject_bulk_upsert(  # derived subjects: written as the system, as the incremental path
+            actor=None, items=items, correlation_id=result.correlation_id, action="identity.oneids_upserted"
         )
         for label, item in zip(part, upserted.results, strict=True):
             if label not in chosen:

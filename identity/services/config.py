@@ -1,5 +1,11 @@
 """Writes of the OneID rules (source systems, identifier types, composite keys, blocked
-values, survivorship rules): validated, saved, logged to django-auditlog with the actor."""
+values, survivorship rules): validated, saved, logged to django-auditlog with the actor.
+
+A change that alters what extraction or resolution makes of the stored records (a blocked
+value, a type's fields or limits, a source's app) enqueues, once committed, the re-application
+of the rules to every record (``identity.reapply_rules``): stored identifiers are re-derived and
+the partition recomputed. A survivorship rule or a source's trust rank refreshes golden records.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from audit.services import acting_as
 from common.errors import ItemError, ServiceError
 from subjects.models import SubjectCategory
 
-from ..models import BlockedValue, CompositeKey, IdentifierType, SourceSystem
+from ..models import BlockedValue, CompositeKey, IdentifierType, SourceSystem, SurvivorshipRule
 from ..normalize import NORMALIZERS
 
 
@@ -54,9 +60,50 @@ def check_rules(instance: models.Model) -> None:
             raise ServiceError.single("pattern", f"Not a regular expression: {exc}") from None
 
 
+# Per rules model: the fields whose change alters identifiers or the partition (None: every change
+# does) and the fields whose change alters golden records only.
+EXTRACTION_FIELDS: dict[type[models.Model], tuple[str, ...] | None] = {
+    IdentifierType: None,
+    CompositeKey: None,
+    BlockedValue: None,
+    SourceSystem: ("code", "app_id", "open_platform_id", "subject_type_id"),
+}
+GOLDEN_FIELDS: dict[type[models.Model], tuple[str, ...] | None] = {
+    SurvivorshipRule: None,
+    SourceSystem: ("trust_rank",),
+}
+
+
+def _stored(model: type[models.Model], pk) -> dict | None:
+    if pk is None:
+        return None
+    return model.objects.filter(pk=pk).values().first()
+
+
+def _touches(fields: tuple[str, ...] | None, before: dict | None, obj: models.Model, created: bool) -> bool:
+    """Whether saving ``obj`` changed one of ``fields`` (``None``: any field; a new row: only then)."""
+    if created or before is None:
+        return fields is None  # a new rule applies to every record; a new source system has none yet
+    names = fields if fields is not None else [f.attname for f in obj._meta.concrete_fields]
+    return any(before.get(name) != getattr(obj, name) for name in names)
+
+
+def _schedule_reapply(actor, *, extraction: bool, golden: bool) -> None:
+    """After commit, re-apply the rules to the stored records (a Celery task; in process when eager)."""
+    if not (extraction or golden):
+        return
+    from ..tasks import reapply_rules
+
+    actor_id = actor.pk if actor is not None and getattr(actor, "is_authenticated", False) else None
+    # robust: in eager mode a failing run is logged, not raised into the request that saved the rule
+    transaction.on_commit(lambda: reapply_rules.delay(refresh_golden=golden, actor_id=actor_id), robust=True)
+
+
 def config_save(*, actor, model: type[models.Model], data: Mapping, instance: models.Model | None = None):
     """Create ``model`` from ``data`` or update ``instance``; all checks before the write."""
     obj = instance or model()
+    created = obj.pk is None
+    before = _stored(model, obj.pk)
     for name, value in data.items():
         setattr(obj, name, value)
     try:
@@ -69,13 +116,24 @@ def config_save(*, actor, model: type[models.Model], data: Mapping, instance: mo
     check_rules(obj)
     with transaction.atomic(), acting_as(actor):
         obj.save()
+        _schedule_reapply(
+            actor,
+            extraction=model in EXTRACTION_FIELDS and _touches(EXTRACTION_FIELDS[model], before, obj, created),
+            golden=model in GOLDEN_FIELDS and _touches(GOLDEN_FIELDS[model], before, obj, created),
+        )
     return obj
 
 
 def config_delete(*, actor, instance: models.Model) -> None:
     try:
         with transaction.atomic(), acting_as(actor):
+            model = type(instance)
             instance.delete()
+            _schedule_reapply(
+                actor,
+                extraction=EXTRACTION_FIELDS.get(model, ()) is None,
+                golden=GOLDEN_FIELDS.get(model, ()) is None,
+            )
     except ProtectedError:
         raise ServiceError.single(
             "", f"{instance} is in use (records or identifiers refer to it).", "protected"

@@ -385,8 +385,14 @@ def _replace_identifiers(changed: list[tuple[_Item, RecordResult]], rules: Rules
         for item, r in changed
         for e in item.identifiers
     ]
+    write_identifier_rows(rows)
+    return removed
+
+
+def write_identifier_rows(rows: list[tuple]) -> None:
+    """Append identifier rows (in :data:`IDENTIFIER_COLUMNS` order): one ``COPY`` on PostgreSQL."""
     if not rows:
-        return removed
+        return
     if connection.vendor == "postgresql":
         columns = ", ".join(IDENTIFIER_COLUMNS)
         with (
@@ -396,7 +402,6 @@ def _replace_identifiers(changed: list[tuple[_Item, RecordResult]], rules: Rules
             copy.write(_copy_text(rows))
     else:
         Identifier.objects.bulk_create([Identifier(**dict(zip(IDENTIFIER_COLUMNS, row, strict=True))) for row in rows])
-    return removed
 
 
 def _copy_text(rows: list[tuple]) -> str:

@@ -1,0 +1,131 @@
+"""Re-applying changed rules to stored records: identifiers re-derived, the partition recomputed."""
+
+import pytest
+from django.core.management import call_command
+
+from audit.models import DomainEvent
+from identity.models import BlockedValue, CompositeKey, Identifier, IdentifierType, MergeEvent, SourceRecord
+from identity.services.config import config_delete, config_save
+from identity.services.reapply import identity_rules_reapply
+
+from .helpers import oneid_of, partition, push
+
+pytestmark = pytest.mark.django_db
+
+
+def _statuses(source: str, external_id: str) -> dict[str, str]:
+    record = SourceRecord.objects.get(source__code=source, external_id=external_id)
+    return {
+        (t or "composite"): status
+        for t, status in Identifier.objects.filter(record=record).values_list("identifier_type__code", "status")
+    }
+
+
+def test_a_value_blocked_after_the_merge_splits_the_records_it_linked(sources):
+    push(("crm_a", "A1", {"name": "王芳", "email": "fang@qq.com"}), ("crm_b", "B1", {"email": "fang@qq.com"}))
+    assert len(partition()) == 1
+    BlockedValue.objects.create(value="fang@qq.com", reason="shared mailbox of a store")
+    result = identity_rules_reapply()
+    assert (result.records, result.changed, result.problems) == (2, 2, 0)
+    assert _statuses("crm_a", "A1")["email"] == "blocked"
+    assert partition() == {frozenset({("crm_a", "A1")}), frozenset({("crm_b", "B1")})}
+    assert result.resolution.splits == 1 and MergeEvent.objects.filter(kind="split").count() == 1
+    event = DomainEvent.objects.get(action="identity.identifiers_reextracted")
+    assert event.correlation_id == result.correlation_id and event.row_count == 2
+    assert event.summary["ids"] == sorted(SourceRecord.objects.values_list("id", flat=True))
+    assert DomainEvent.objects.filter(action="identity.batch_resolved", correlation_id=result.correlation_id).exists()
+
+
+def test_a_re_run_writes_nothing(sources):
+    push(("crm_a", "A1", {"name": "王芳", "email": "fang@qq.com"}), ("crm_b", "B1", {"email": "fang@qq.com"}))
+    identifiers = sorted(Identifier.objects.values_list("id", flat=True))
+    events = DomainEvent.objects.count()
+    result = identity_rules_reapply()
+    assert (result.records, result.changed, result.added, result.removed) == (2, 0, 0, 0)
+    assert result.resolution.moved == 0
+    assert sorted(Identifier.objects.values_list("id", flat=True)) == identifiers  # not even rewritten
+    assert DomainEvent.objects.count() == events
+
+
+def test_a_field_added_to_a_type_starts_linking(sources):
+    push(("crm_a", "A1", {"name": "王芳", "email": "fang@qq.com"}), ("shop", "S1", {"contact_mail": "Fang@QQ.com "}))
+    assert len(partition()) == 2
+    email = IdentifierType.objects.get(code="email")
+    email.fields = ["email", "contact_mail"]
+    email.save()
+    result = identity_rules_reapply()
+    assert result.changed == 1 and result.resolution.merges == 1
+    assert oneid_of("crm_a", "A1") == oneid_of("shop", "S1")
+    merge = MergeEvent.objects.get(kind="merge")
+    assert merge.evidence[0]["rule"] == "identifier:email"
+
+
+def test_a_lowered_limit_splits_the_group_over_it(sources):
+    push(*[(source, f"{source}-1", {"name": "李明", "phone": "13900002222"}) for source in ("crm_a", "crm_b", "shop")])
+    assert len(partition()) == 1
+    CompositeKey.objects.filter(code="name_phone").update(max_shared_records=2)
+    result = identity_rules_reapply()
+    assert result.changed == 0  # the identifiers are the same; the limit bites at resolution
+    assert len(partition()) == 3
+
+
+def test_values_the_new_rules_reject_are_reported_with_record_and_field(sources):
+    push(("crm_a", "A1", {"name": "王芳", "member_id": "M-1"}), ("crm_a", "A2", {"name": "王娜", "member_id": "M2"}))
+    member = IdentifierType.objects.get(code="crm_member_id")
+    member.normalizer = "phone"  # stricter: a member id is no phone number
+    member.save()
+    result = identity_rules_reapply()
+    record_ids = sorted(SourceRecord.objects.values_list("id", flat=True))
+    assert result.problems == 2
+    assert [(p["record"], p["field"]) for p in result.problem_samples] == [
+        (record_ids[0], "raw.member_id"),
+        (record_ids[1], "raw.member_id"),
+    ]
+    assert all(p["message"].startswith("crm_member_id ") for p in result.problem_samples)
+    assert not Identifier.objects.filter(identifier_type=member).exists()
+    assert SourceRecord.objects.count() == 2  # the records themselves are kept
+    event = DomainEvent.objects.get(action="identity.identifiers_reextracted")
+    assert event.summary["problems"] == 2 and event.summary["problem_samples"] == result.problem_samples
+
+
+def test_the_command_reports_what_it_did(sources):
+    push(("crm_a", "A1", {"name": "王芳", "email": "fang@qq.com"}), ("crm_b", "B1", {"email": "fang@qq.com"}))
+    BlockedValue.objects.create(value="fang@qq.com")
+    out = []
+
+    class Out:
+        def write(self, text):
+            out.append(text)
+
+        def flush(self):
+            pass
+
+    call_command("reapply_identity_rules", "--chunk", "1", stdout=Out())
+    text = "".join(out)
+    assert "2 records read, 2 with new identifiers" in text and "1 splits" in text
+    assert len(partition()) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_saving_a_rule_re_applies_the_rules_once_committed(sources, django_user_model):
+    """Through the config service (the admin's and the API's path), in process (eager Celery)."""
+    operator = django_user_model.objects.create_user("rules-operator")
+    push(("crm_a", "A1", {"name": "王芳", "email": "fang@qq.com"}), ("crm_b", "B1", {"email": "fang@qq.com"}))
+    blocked = config_save(actor=operator, model=BlockedValue, data={"value": "fang@qq.com", "reason": "shared"})
+    assert len(partition()) == 2
+    event = DomainEvent.objects.get(action="identity.identifiers_reextracted")
+    assert event.actor_id == operator.id
+    config_delete(actor=operator, instance=blocked)
+    assert len(partition()) == 1  # unblocked: the value links again
+    assert DomainEvent.objects.filter(action="identity.identifiers_reextracted").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_saving_a_rule_unchanged_or_a_new_source_enqueues_nothing(sources, django_user_model):
+    push(("crm_a", "A1", {"name": "王芳", "email": "fang@qq.com"}))
+    email = IdentifierType.objects.get(code="email")
+    config_save(actor=None, model=IdentifierType, data={}, instance=email)
+    config_save(
+        actor=None, model=type(sources.shop), data={"trust_rank": sources.shop.trust_rank}, instance=sources.shop
+    )
+    assert not DomainEvent.objects.filter(action="identity.identifiers_reextracted").exists()
