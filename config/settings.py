@@ -184,6 +184,7 @@ if env_bool("TAGWEAVE_TASK_QUEUES", False):
         "tags.recompute_tag": {"queue": "bulk"},
         "tags.recompute_propagated": {"queue": "bulk"},
         "tags.reconcile_propagated": {"queue": "bulk"},
+        "identity.reapply_rules": {"queue": "bulk"},
     }
 # Beat: windowed tags expire without a new event; the nightly reconcile is the safety net
 # for triggers the engine cannot see (a relationship moved to other ends in a bulk upsert).
