@@ -26,6 +26,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+import orjson
 from django.db import connection, transaction
 
 from audit.services import bulk_write_record
@@ -91,12 +92,7 @@ def identity_rules_reapply(
         }
         changed_ids: list[int] = []
         last = 0
-        while True:
-            rows = list(
-                SourceRecord.objects.filter(id__gt=last).order_by("id").values_list("id", "source_id", "raw")[:chunk]
-            )
-            if not rows:
-                break
+        while rows := _records_after(last, chunk):
             last = rows[-1][0]
             result.records += len(rows)
             changed_ids += _reapply_chunk(rows, scopes, rules, result)
@@ -115,15 +111,38 @@ def identity_rules_reapply(
     return result
 
 
+def _records_after(last: int, chunk: int) -> list[tuple[int, int, str]]:
+    """The next ``chunk`` records by id: ``(id, source_id, raw as JSON text)`` (orjson decodes it
+    several times faster than the ORM's ``json.loads``)."""
+    raw = "raw::text" if connection.vendor == "postgresql" else "raw"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, source_id, {raw} FROM {SourceRecord._meta.db_table} WHERE id > %s ORDER BY id LIMIT %s",
+            [last, chunk],
+        )
+        return cursor.fetchall()
+
+
+def _stored_identifiers(first: int, last: int) -> dict[int, set[tuple]]:
+    """The identifiers of the records with ids in ``[first, last]`` (a chunk is a contiguous id range)."""
+    stored: dict[int, set[tuple]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {', '.join(STORED)} FROM {Identifier._meta.db_table} WHERE record_id BETWEEN %s AND %s",
+            [first, last],
+        )
+        for record_id, *rest in cursor.fetchall():
+            stored.setdefault(record_id, set()).add(tuple(rest))
+    return stored
+
+
 def _reapply_chunk(rows: list[tuple], scopes: dict[int, SourceScope], rules: Rules, result: ReapplyResult) -> list[int]:
     """Rewrite the identifiers of the records of ``rows`` that extraction now gives differently."""
-    ids = [row[0] for row in rows]
-    stored: dict[int, set[tuple]] = {}
-    for record_id, *rest in Identifier.objects.filter(record_id__in=ids).values_list(*STORED):
-        stored.setdefault(record_id, set()).add(tuple(rest))
+    stored = _stored_identifiers(rows[0][0], rows[-1][0])
     changed: list[int] = []
     fresh_rows: list[tuple] = []
-    for record_id, source_id, raw in rows:
+    for record_id, source_id, text in rows:
+        raw = orjson.loads(text) if text else {}
         extracted, problems = extract(raw if isinstance(raw, dict) else {}, scopes[source_id], rules)
         for where, message in problems:
             result.problems += 1
