@@ -26,6 +26,12 @@ Steps:
 - ``incremental``: with everything loaded, ``--incremental`` single-record service
   calls (``resolve=True``: write, extract, lock, resolve, golden record); half link
   to an existing person (same unionid), half are new people. p50/p95 in the JSON.
+- ``reapply_nochange``: ``identity_rules_reapply()`` with the rules unchanged: every
+  record's identifiers re-derived from its raw fields and compared (writes nothing),
+  then ``resolve_all()``. ``reapply_blocked``: the same after blocking the phone a
+  family shares (its records' identifiers rewritten). ``reextract_reference``: the
+  floor of that work: one ``COPY`` of every record's raw fields and the same
+  ``extract()`` per record, nothing compared, written or resolved.
 """
 
 from __future__ import annotations
@@ -39,10 +45,11 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from identity.defaults import install_defaults
-from identity.extract import load_rules
-from identity.models import SourceSystem
+from identity.extract import SourceScope, extract, load_rules
+from identity.models import BlockedValue, SourceSystem
 from identity.resolution.batch import resolve_all, shared_limit_mask
 from identity.services import source_record_bulk_upsert
+from identity.services.reapply import identity_rules_reapply
 from subjects.models import SubjectType
 
 from .harness import Bench, Sample, Stopwatch
@@ -317,6 +324,73 @@ def _incremental_step(bench: Bench, n: int, people: int, calls: int) -> None:
     print(f"    incremental: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms", flush=True)
 
 
+def reextract_reference() -> tuple[float, int]:
+    """The floor of a re-extraction: every raw field set out by one COPY, ``extract()`` on each."""
+    import orjson
+
+    rules = load_rules()
+    scopes = {
+        s.id: SourceScope(s.code, s.subject_type_id, s.app_id, s.open_platform_id) for s in SourceSystem.objects.all()
+    }
+    started = time.perf_counter()
+    identifiers = 0
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy("COPY (SELECT source_id, raw FROM identity_sourcerecord) TO STDOUT") as copy,
+    ):
+        for row in copy.rows():
+            found, _ = extract(orjson.loads(row[1]), scopes[int(row[0])], rules)
+            identifiers += len(found)
+    return time.perf_counter() - started, identifiers
+
+
+def family_phone() -> str:
+    """A phone several records hold (a shared family phone), as the data generator spells it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT value FROM identity_identifier WHERE identifier_type_id = (SELECT id FROM"
+            " identity_identifiertype WHERE code = 'phone') AND status = 'part' GROUP BY value"
+            " HAVING count(*) BETWEEN 3 AND 10 ORDER BY count(*) DESC, value LIMIT 1"
+        )
+        row = cursor.fetchone()
+    return row[0] if row else phone_of(0)
+
+
+def _reapply_step(bench: Bench, n: int) -> None:
+    seconds, identifiers = reextract_reference()
+    bench.add_sample(
+        "reextract_reference",
+        Sample(seconds, n, extra={"identifiers": identifiers}),
+        "COPY raw out + extract() per record (the floor)",
+    )
+    print(f"    reextract_reference: {seconds:.1f}s, {n / seconds:,.0f} records/s", flush=True)
+    started = time.perf_counter()
+    result = identity_rules_reapply()
+    seconds = time.perf_counter() - started
+    bench.add_sample(
+        "reapply_nochange",
+        Sample(seconds, n, result.changed, extra={"resolution": result.summary()["resolution"]}),
+        "identity_rules_reapply(), rules unchanged: re-derive, compare, resolve_all",
+    )
+    print(f"    reapply_nochange: {seconds:.1f}s, changed {result.changed}", flush=True)
+    phone = family_phone()
+    blocked = BlockedValue.objects.create(value=phone.removeprefix("+86"), reason="bench: a shared phone")
+    try:
+        started = time.perf_counter()
+        result = identity_rules_reapply()
+        seconds = time.perf_counter() - started
+    finally:
+        blocked.delete()
+    bench.add_sample(
+        "reapply_blocked",
+        Sample(seconds, n, result.changed, extra={"resolution": result.summary()["resolution"]}),
+        "identity_rules_reapply() after blocking one shared phone",
+    )
+    print(
+        f"    reapply_blocked: {seconds:.1f}s, changed {result.changed}, {result.summary()['resolution']}", flush=True
+    )
+
+
 def add_arguments(parser) -> None:
     group = parser.add_argument_group("oneid")
     group.add_argument("--chunk", type=int, default=10_000, help="records per service call at ingest")
@@ -327,6 +401,7 @@ def add_arguments(parser) -> None:
         default=2,
         help="processes of the concurrent ingest step (after the one-process ingest; 0 or 1 skips it)",
     )
+    group.add_argument("--skip-reapply", action="store_true", help="skip the rules re-application steps")
     group.add_argument(
         "--incremental-only",
         action="store_true",
@@ -396,5 +471,9 @@ def run(bench: Bench, options) -> None:
             bench.sections["same_partition_as_reference"] = same
             bench.note(f"ours and the reference partition identically: {same}; identifiers {identifiers:,}")
         _incremental_step(bench, n, people, options.incremental)
+        if not options.skip_reapply:
+            _reapply_step(bench, n)
     bench.compare("batch first run vs reference", "batch_first", "reference")
     bench.compare("batch re-run vs reference", "batch_rerun", "reference")
+    if not options.skip_reapply:
+        bench.compare("re-apply rules, unchanged, vs re-extract floor", "reapply_nochange", "reextract_reference")
