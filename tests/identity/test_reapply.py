@@ -2,6 +2,9 @@
 
 import pytest
 from django.core.management import call_command
+from django.db import transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from audit.models import DomainEvent
 from identity.models import BlockedValue, CompositeKey, Identifier, IdentifierType, MergeEvent, SourceRecord
@@ -9,6 +12,7 @@ from identity.services.config import config_delete, config_save
 from identity.services.reapply import identity_rules_reapply
 
 from .helpers import oneid_of, partition, push
+from .test_properties import FIELDS, SOURCES
 
 pytestmark = pytest.mark.django_db
 
@@ -129,3 +133,57 @@ def test_saving_a_rule_unchanged_or_a_new_source_enqueues_nothing(sources, djang
         actor=None, model=type(sources.shop), data={"trust_rank": sources.shop.trust_rank}, instance=sources.shop
     )
     assert not DomainEvent.objects.filter(action="identity.identifiers_reextracted").exists()
+
+
+def _identifiers() -> set[tuple]:
+    """Every stored identifier as (source, external id, type or composite, scope, value, status)."""
+    return set(
+        Identifier.objects.values_list(
+            "record__source__code",
+            "record__external_id",
+            "identifier_type_id",
+            "composite_key_id",
+            "scope",
+            "value",
+            "status",
+        )
+    )
+
+
+RAW = st.fixed_dictionaries(
+    {}, optional={k: st.sampled_from(v) for k, v in {**FIELDS, "mail": ["a@qq.com", "B@QQ.com "]}.items()}
+)
+RECORDS = st.lists(
+    st.tuples(st.sampled_from(SOURCES), st.integers(0, 5), RAW), min_size=1, max_size=12, unique_by=lambda r: r[:2]
+).map(lambda rows: [(s, f"E{i}", raw) for s, i, raw in rows])
+CHANGES = st.sampled_from(["block_phone", "block_email", "unblock_phone", "email_field", "limit_two"])
+
+
+def _apply(change: str) -> None:
+    if change == "block_phone":
+        BlockedValue.objects.create(value="13900000001")
+    elif change == "block_email":
+        BlockedValue.objects.create(value="a@qq.com")
+    elif change == "unblock_phone":
+        BlockedValue.objects.filter(value="13800138000").delete()
+    elif change == "email_field":
+        IdentifierType.objects.filter(code="email").update(fields=["email", "mail"])
+    elif change == "limit_two":
+        CompositeKey.objects.filter(code="name_phone").update(max_shared_records=2)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=RECORDS, change=CHANGES)
+def test_re_applying_a_change_equals_ingesting_under_the_new_rules(sources, records, change):
+    """Ingest, change the rules, re-apply  ==  change the rules, ingest (identifiers and partition)."""
+    with transaction.atomic():
+        push(*records)
+        _apply(change)
+        identity_rules_reapply()
+        after = (_identifiers(), partition())
+        transaction.set_rollback(True)
+    with transaction.atomic():
+        _apply(change)
+        push(*records)
+        assert (_identifiers(), partition()) == after
+        transaction.set_rollback(True)
