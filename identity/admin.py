@@ -38,6 +38,7 @@ from .models import (
     MatchSuggestion,
     MergeEvent,
     OneId,
+    ReapplyRun,
     SourceRecord,
     SourceSystem,
     SurvivorshipRule,
@@ -45,7 +46,7 @@ from .models import (
 from .scoping import fully_visible_filter, oneid_filter, sees_everything, visible_records
 from .selectors import mask_evidence, mask_raw, oneid_detail
 from .services import oneid_merge, oneid_split
-from .services.config import check_rules, config_delete, config_save
+from .services.config import REAPPLY_SCHEDULED, check_rules, config_delete, config_save
 from .services.suggestions import suggestion_accept, suggestion_reject
 
 
@@ -68,9 +69,21 @@ class ConfigAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change) -> None:
         config_save(actor=request.user, model=type(obj), data={}, instance=obj)
+        self._tell_reapply(request, obj)
 
     def delete_model(self, request, obj) -> None:
         config_delete(actor=request.user, instance=obj)
+        self._tell_reapply(request, obj)
+
+    def _tell_reapply(self, request, obj) -> None:
+        """Say that the stored records will be re-checked, when the change asked for it."""
+        if getattr(obj, REAPPLY_SCHEDULED, False):
+            self.message_user(
+                request,
+                "The stored records will be re-checked against the changed rules once this is saved:"
+                " see Rules re-applications.",
+                messages.INFO,
+            )
 
 
 _revealing: ContextVar[bool] = ContextVar("identity_admin_reveal", default=False)
@@ -453,3 +466,56 @@ class MatchSuggestionAdmin(RevealMixin, admin.ModelAdmin):
     def has_accept_permission(self, request) -> bool:
         """Accepting merges two OneIDs: it needs what a manual merge needs (as the API does)."""
         return request.user.has_perms(["identity.change_matchsuggestion", "identity.change_oneid"])
+
+
+@admin.register(ReapplyRun)
+class ReapplyRunAdmin(admin.ModelAdmin):
+    """The re-applications of the rules (after a rule change, or ``reapply_identity_rules``): read-only.
+
+    A run's problems name records and fields, never values; the records themselves are scoped on
+    their own page, so runs are shown only to users who see every brand.
+    """
+
+    list_display = ("id", "status", "requested_by", "requested_at", "finished_at", "changed", "problems")
+    list_filter = ("status",)
+    list_select_related = ("requested_by",)
+    fields = (
+        "status",
+        "requested_by",
+        "requested_at",
+        "started_at",
+        "finished_at",
+        "covered_by",
+        "refresh_golden",
+        "records",
+        "changed",
+        "added",
+        "removed",
+        "problems",
+        "problems_shown",
+        "resolution_shown",
+        "correlation_id",
+        "error",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        return queryset if sees_everything(request.user) else queryset.none()
+
+    @admin.display(description="problem samples")
+    def problems_shown(self, obj: ReapplyRun) -> str:
+        return _json(obj.problem_samples)
+
+    @admin.display(description="resolution")
+    def resolution_shown(self, obj: ReapplyRun) -> str:
+        return _json(obj.resolution)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

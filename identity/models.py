@@ -354,3 +354,47 @@ class MatchSuggestion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.oneid_a_id} ~ {self.oneid_b_id} ({self.score:.2f})"
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    SKIPPED = "skipped", "Skipped (a later run applied it)"
+    FAILED = "failed", "Failed"
+
+
+class ReapplyRun(models.Model):
+    """One re-application of the rules to the stored records, requested by a rule change or by hand.
+
+    A run started after this one was requested saw its change, so when it has finished this
+    one is skipped (``covered_by``): ten blocked values entered one after the other cost one
+    pass over the records, not ten.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_at = models.DateTimeField(help_text="When the change that asked for it was committed.")
+    refresh_golden = models.BooleanField(default=False, help_text="Rebuild every golden record too.")
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.PENDING)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    covered_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    records = models.PositiveIntegerField(default=0, help_text="Records read.")
+    changed = models.PositiveIntegerField(default=0, help_text="Records whose identifiers were rewritten.")
+    added = models.PositiveIntegerField(default=0)
+    removed = models.PositiveIntegerField(default=0)
+    problems = models.PositiveIntegerField(default=0, help_text="Stored values the current rules reject.")
+    problem_samples = models.JSONField(default=list, blank=True, help_text="The first 50: record, field, message.")
+    resolution = models.JSONField(default=dict, blank=True, help_text="Records moved, OneIDs created, merges, splits.")
+    correlation_id = models.UUIDField(default=uuid.uuid4)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "rules re-application"
+
+    def __str__(self) -> str:
+        return f"rules re-application {self.pk} ({self.status})"

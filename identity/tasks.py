@@ -31,24 +31,24 @@ log = logging.getLogger(__name__)
     soft_time_limit=3 * 3600,
     time_limit=3 * 3600 + 300,
 )
-def reapply_rules(self, refresh_golden: bool = False, actor_id: int | None = None) -> dict:
-    """Re-extract every record's identifiers under the current rules and re-resolve (see
-    :mod:`identity.services.reapply`); audited as the user who changed the rules."""
-    from .services.reapply import identity_rules_reapply
+def reapply_rules(self, run_id: int) -> dict:
+    """Carry out rules re-application run ``run_id`` (see :mod:`identity.services.reapply`);
+    audited as the user who changed the rules, else ``system:identity.reapply_rules``."""
+    from .models import ReapplyRun
+    from .services.reapply import run_reapply
 
-    actor = _actor(actor_id)
+    run = ReapplyRun.objects.select_related("requested_by").filter(pk=run_id).first()
+    if run is None:
+        return {}
+    actor = _actor(run.requested_by)
     with acting_as(actor):
-        result = identity_rules_reapply(actor=actor, refresh_golden=refresh_golden)
-    if result.problems:
-        log.warning("identity rules re-applied: %s stored values rejected by the current rules", result.problems)
-    return result.summary()
+        run = run_reapply(run.pk, actor=actor)
+    if run.problems:
+        log.warning("identity rules re-applied: %s stored values rejected by the current rules", run.problems)
+    return {"run": run.pk, "status": run.status, "changed": run.changed, "problems": run.problems}
 
 
-def _actor(actor_id: int | None):
-    if actor_id is not None:
-        from django.contrib.auth import get_user_model
-
-        user = get_user_model().objects.filter(pk=actor_id, is_active=True).first()
-        if user is not None:
-            return user
+def _actor(user):
+    if user is not None and user.is_active:
+        return user
     return system_actor("identity.reapply_rules")

@@ -88,15 +88,24 @@ def _touches(fields: tuple[str, ...] | None, before: dict | None, obj: models.Mo
     return any(before.get(name) != getattr(obj, name) for name in names)
 
 
-def _schedule_reapply(actor, *, extraction: bool, golden: bool) -> None:
+REAPPLY_SCHEDULED = "_tagweave_reapply_scheduled"  # set on the saved / deleted object when a run was asked for
+
+
+def _schedule_reapply(obj: models.Model, actor, *, extraction: bool, golden: bool) -> None:
     """After commit, re-apply the rules to the stored records (a Celery task; in process when eager)."""
+    setattr(obj, REAPPLY_SCHEDULED, extraction or golden)
     if not (extraction or golden):
         return
-    from ..tasks import reapply_rules
 
-    actor_id = actor.pk if actor is not None and getattr(actor, "is_authenticated", False) else None
-    # robust: in eager mode a failing run is logged, not raised into the request that saved the rule
-    transaction.on_commit(lambda: reapply_rules.delay(refresh_golden=golden, actor_id=actor_id), robust=True)
+    def request() -> None:
+        from ..tasks import reapply_rules
+        from .reapply import reapply_request
+
+        reapply_rules.delay(reapply_request(actor=actor, refresh_golden=golden).pk)
+
+    # robust: in eager mode a failing run is recorded on the run and logged, not raised into the
+    # request that saved the rule
+    transaction.on_commit(request, robust=True)
 
 
 def config_save(*, actor, model: type[models.Model], data: Mapping, instance: models.Model | None = None):
@@ -117,6 +126,7 @@ def config_save(*, actor, model: type[models.Model], data: Mapping, instance: mo
     with transaction.atomic(), acting_as(actor):
         obj.save()
         _schedule_reapply(
+            obj,
             actor,
             extraction=model in EXTRACTION_FIELDS and _touches(EXTRACTION_FIELDS[model], before, obj, created),
             golden=model in GOLDEN_FIELDS and _touches(GOLDEN_FIELDS[model], before, obj, created),
@@ -130,6 +140,7 @@ def config_delete(*, actor, instance: models.Model) -> None:
             model = type(instance)
             instance.delete()
             _schedule_reapply(
+                instance,
                 actor,
                 extraction=EXTRACTION_FIELDS.get(model, ()) is None,
                 golden=GOLDEN_FIELDS.get(model, ()) is None,

@@ -19,6 +19,11 @@ with a snapshot of the rules it does not share. A stored value the current rules
 reject (a type's normalizer made stricter) no longer yields an identifier; every
 such value is counted and the first :data:`MAX_PROBLEMS` are returned and logged
 with record and field, never dropped silently.
+
+Runs (:class:`identity.models.ReapplyRun`) make it visible and cheap to ask for: a rule change
+requests one once committed and the Celery task :func:`run_reapply` carries it out; a run
+that finds, once it holds the lock, that a run started after its request has already finished
+is skipped (that run loaded the rules with its change in them).
 """
 
 from __future__ import annotations
@@ -28,11 +33,12 @@ from dataclasses import dataclass, field
 
 import orjson
 from django.db import connection, transaction
+from django.utils import timezone
 
 from audit.services import bulk_write_record
 
 from ..extract import Rules, SourceScope, extract, load_rules
-from ..models import Identifier, SourceRecord, SourceSystem
+from ..models import Identifier, ReapplyRun, RunStatus, SourceRecord, SourceSystem
 from ..resolution.batch import BatchResult, resolve_all
 from .records import write_identifier_rows
 
@@ -83,9 +89,7 @@ def identity_rules_reapply(
     result = ReapplyResult(correlation_id=correlation_id or uuid.uuid4())
     rules = load_rules()
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("LOCK TABLE identity_sourcerecord IN SHARE ROW EXCLUSIVE MODE")
+        _lock()
         scopes = {
             s.id: SourceScope(s.code, s.subject_type_id, s.app_id, s.open_platform_id)
             for s in SourceSystem.objects.all()
@@ -109,6 +113,61 @@ def identity_rules_reapply(
             actor=actor, rules=rules, refresh_golden=refresh_golden, correlation_id=result.correlation_id
         )
     return result
+
+
+def reapply_request(*, actor=None, refresh_golden: bool = False) -> ReapplyRun:
+    """A pending run, requested now (call it once the change that needs it is committed)."""
+    requester = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+    return ReapplyRun.objects.create(requested_by=requester, requested_at=timezone.now(), refresh_golden=refresh_golden)
+
+
+def run_reapply(run_id: int, *, actor=None, chunk: int = CHUNK) -> ReapplyRun:
+    """Carry out run ``run_id``: skipped when a later-started run has finished, else re-apply.
+
+    The outcome is written in the same transaction as the work (so the next run, waiting on the
+    lock, sees it); a failure rolls the work back and is recorded on the run, then re-raised.
+    """
+    run = ReapplyRun.objects.get(pk=run_id)
+    if run.status in (RunStatus.DONE, RunStatus.SKIPPED):
+        return run
+    ReapplyRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started_at=timezone.now(), error="")
+    try:
+        with transaction.atomic():
+            _lock()
+            covering = ReapplyRun.objects.filter(status=RunStatus.DONE, started_at__gte=run.requested_at)
+            if run.refresh_golden:
+                covering = covering.filter(refresh_golden=True)
+            covering = covering.exclude(pk=run.pk).order_by("started_at").first()
+            if covering is not None:
+                ReapplyRun.objects.filter(pk=run.pk).update(
+                    status=RunStatus.SKIPPED, covered_by=covering, finished_at=timezone.now()
+                )
+            else:
+                result = identity_rules_reapply(
+                    actor=actor, chunk=chunk, refresh_golden=run.refresh_golden, correlation_id=run.correlation_id
+                )
+                summary = result.summary()
+                ReapplyRun.objects.filter(pk=run.pk).update(
+                    status=RunStatus.DONE,
+                    finished_at=timezone.now(),
+                    **{k: summary[k] for k in ("records", "changed", "added", "removed", "problems")},
+                    problem_samples=summary["problem_samples"],
+                    resolution=summary["resolution"] or {},
+                )
+    except Exception as exc:
+        ReapplyRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.FAILED, finished_at=timezone.now(), error=f"{type(exc).__name__}: {exc}"[:2000]
+        )
+        raise
+    run.refresh_from_db()
+    return run
+
+
+def _lock() -> None:
+    """The batch resolver's lock: no push, resolution or other run interleaves."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("LOCK TABLE identity_sourcerecord IN SHARE ROW EXCLUSIVE MODE")
 
 
 def _records_after(last: int, chunk: int) -> list[tuple[int, int, str]]:

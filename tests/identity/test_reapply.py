@@ -7,7 +7,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audit.models import DomainEvent
-from identity.models import BlockedValue, CompositeKey, Identifier, IdentifierType, MergeEvent, SourceRecord
+from identity.models import (
+    BlockedValue,
+    CompositeKey,
+    Identifier,
+    IdentifierType,
+    MergeEvent,
+    ReapplyRun,
+    SourceRecord,
+)
 from identity.services.config import config_delete, config_save
 from identity.services.reapply import identity_rules_reapply
 
@@ -107,6 +115,7 @@ def test_the_command_reports_what_it_did(sources):
     call_command("reapply_identity_rules", "--chunk", "1", stdout=Out())
     text = "".join(out)
     assert "2 records read, 2 with new identifiers" in text and "1 splits" in text
+    assert ReapplyRun.objects.get().status == "done"
     assert len(partition()) == 2
 
 
@@ -119,6 +128,13 @@ def test_saving_a_rule_re_applies_the_rules_once_committed(sources, django_user_
     assert len(partition()) == 2
     event = DomainEvent.objects.get(action="identity.identifiers_reextracted")
     assert event.actor_id == operator.id
+    run = ReapplyRun.objects.get()
+    assert (run.status, run.requested_by, run.changed, run.correlation_id) == (
+        "done",
+        operator,
+        2,
+        event.correlation_id,
+    )
     config_delete(actor=operator, instance=blocked)
     assert len(partition()) == 1  # unblocked: the value links again
     assert DomainEvent.objects.filter(action="identity.identifiers_reextracted").count() == 2
@@ -133,6 +149,7 @@ def test_saving_a_rule_unchanged_or_a_new_source_enqueues_nothing(sources, djang
         actor=None, model=type(sources.shop), data={"trust_rank": sources.shop.trust_rank}, instance=sources.shop
     )
     assert not DomainEvent.objects.filter(action="identity.identifiers_reextracted").exists()
+    assert not ReapplyRun.objects.exists()
 
 
 def _identifiers() -> set[tuple]:
@@ -187,3 +204,49 @@ def test_re_applying_a_change_equals_ingesting_under_the_new_rules(sources, reco
         push(*records)
         assert (_identifiers(), partition()) == after
         transaction.set_rollback(True)
+
+
+def test_a_run_requested_before_a_finished_later_run_started_is_skipped(sources):
+    from identity.models import ReapplyRun
+    from identity.services.reapply import reapply_request, run_reapply
+
+    push(("crm_a", "A1", {"name": "王芳", "email": "fang@qq.com"}), ("crm_b", "B1", {"email": "fang@qq.com"}))
+    BlockedValue.objects.create(value="fang@qq.com")
+    first, second = reapply_request(), reapply_request()  # two rule edits, one after the other
+    assert run_reapply(first.pk).status == "done"
+    second = run_reapply(second.pk)
+    assert (second.status, second.covered_by_id) == ("skipped", first.pk)
+    first.refresh_from_db()
+    assert (first.records, first.changed, first.resolution["splits"]) == (2, 2, 1)
+    third = run_reapply(reapply_request(refresh_golden=True).pk)  # asked for after the first started
+    assert third.status == "done" and third.changed == 0
+    assert ReapplyRun.objects.filter(status="done").count() == 2
+    assert run_reapply(first.pk).status == "done"  # a redelivered task does nothing more
+
+
+def test_a_failed_run_writes_nothing_and_says_why(sources, monkeypatch):
+    from identity.services import reapply
+
+    push(("crm_a", "A1", {"name": "王芳", "email": "fang@qq.com"}), ("crm_b", "B1", {"email": "fang@qq.com"}))
+    BlockedValue.objects.create(value="fang@qq.com")
+    before = _identifiers()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(reapply, "resolve_all", broken)  # after the identifiers were rewritten
+    run = reapply.reapply_request()
+    with pytest.raises(RuntimeError):
+        reapply.run_reapply(run.pk)
+    run.refresh_from_db()
+    assert run.status == "failed" and run.error == "RuntimeError: database went away"
+    assert _identifiers() == before and len(partition()) == 1
+
+
+def test_the_admin_says_the_records_will_be_re_checked(sources, admin_client):
+    response = admin_client.post(
+        "/admin/identity/blockedvalue/add/", {"value": "fang@qq.com", "pattern": "", "reason": "shared"}, follow=True
+    )
+    assert response.status_code == 200
+    assert "re-checked against the changed rules" in response.content.decode()
+    assert admin_client.get("/admin/identity/reapplyrun/").status_code == 200

@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand
 
 from audit.services import acting_as, system_actor
-from identity.services.reapply import CHUNK, identity_rules_reapply
+from identity.services.reapply import CHUNK, reapply_request, run_reapply
 
 
 class Command(BaseCommand):
@@ -15,17 +15,20 @@ class Command(BaseCommand):
 
     def handle(self, *args, chunk: int, refresh_golden: bool, **options) -> None:
         actor = system_actor("identity.reapply_rules")
+        run = reapply_request(actor=actor, refresh_golden=refresh_golden)
         with acting_as(actor):
-            result = identity_rules_reapply(actor=actor, chunk=chunk, refresh_golden=refresh_golden)
-        summary = result.summary()
+            run = run_reapply(run.pk, actor=actor, chunk=chunk)
+        if run.status == "skipped":
+            self.stdout.write(f"run {run.pk}: skipped, run {run.covered_by_id} applied the current rules")
+            return
         self.stdout.write(
-            f"{summary['records']:,} records read, {summary['changed']:,} with new identifiers"
-            f" (+{summary['added']:,} / -{summary['removed']:,}); {summary['problems']:,} stored values rejected"
+            f"run {run.pk}: {run.records:,} records read, {run.changed:,} with new identifiers"
+            f" (+{run.added:,} / -{run.removed:,}); {run.problems:,} stored values rejected"
         )
-        for problem in result.problem_samples:
+        for problem in run.problem_samples:
             self.stdout.write(f"  record {problem['record']} {problem['field']}: {problem['message']}")
-        if summary["resolution"]:
-            r = summary["resolution"]
+        r = run.resolution
+        if r:
             self.stdout.write(
                 f"resolution: {r['moved']:,} records moved, {r['created']:,} OneIDs created,"
                 f" {r['merges']:,} merges, {r['splits']:,} splits"
