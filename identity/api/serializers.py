@@ -13,6 +13,7 @@ from ..models import (
     IdentifierType,
     MatchSuggestion,
     OneId,
+    ReapplyRun,
     SourceRecord,
     SourceSystem,
 )
@@ -217,4 +218,18 @@ class MatchSuggestionSerializer(serializers.ModelSerializer):
     class Meta:
         model = MatchSuggestion
         fields = ["id", "oneid_a", "oneid_b", "score", "evidence", "status", "decided_by", "decided_at", "created_at"]
+        read_only_fields = fields
+
+
+class ReapplyRunSerializer(serializers.ModelSerializer):
+    # Plain text (not an enum): its name cannot collide with the other "status" enums in the schema.
+    status = serializers.CharField(read_only=True, help_text="pending, running, done, skipped or failed")
+
+    class Meta:
+        model = ReapplyRun
+        fields = [
+            "id", "status", "requested_by", "requested_at", "refresh_golden", "started_at", "finished_at",
+            "covered_by", "records", "changed", "added", "removed", "problems", "problem_samples", "resolution",
+            "correlation_id", "error",
+        ]  # fmt: skip
         read_only_fields = fields

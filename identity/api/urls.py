@@ -6,6 +6,7 @@ from .views import (
     IdentifierTypeViewSet,
     MatchSuggestionViewSet,
     OneIdViewSet,
+    ReapplyRunViewSet,
     SourceRecordViewSet,
     SourceSystemViewSet,
 )
@@ -18,4 +19,5 @@ router.register("blocked-values", BlockedValueViewSet)
 router.register("source-records", SourceRecordViewSet)
 router.register("oneids", OneIdViewSet)
 router.register("match-suggestions", MatchSuggestionViewSet)
+router.register("reapply-runs", ReapplyRunViewSet)
 urlpatterns = router.urls

@@ -25,7 +25,16 @@ from common.errors import ItemError, ServiceError
 from subjects import pii
 from subjects.api.serializers import ErrorSerializer
 
-from ..models import BlockedValue, CompositeKey, IdentifierType, MatchSuggestion, OneId, SourceRecord, SourceSystem
+from ..models import (
+    BlockedValue,
+    CompositeKey,
+    IdentifierType,
+    MatchSuggestion,
+    OneId,
+    ReapplyRun,
+    SourceRecord,
+    SourceSystem,
+)
 from ..scoping import fully_visible_filter, oneid_filter, pushable_sources, record_brand_filter, sees_everything
 from ..selectors import oneid_detail, oneid_lookup, oneid_rows
 from ..services import oneid_merge, oneid_split, source_record_bulk_upsert
@@ -40,6 +49,7 @@ from .serializers import (
     MergeResponseSerializer,
     OneIdDetailSerializer,
     OneIdSerializer,
+    ReapplyRunSerializer,
     RecordResultSerializer,
     RecordsResultSerializer,
     ResolveResponseSerializer,
@@ -438,3 +448,17 @@ def _int(pk) -> int:
         return int(pk)
     except (TypeError, ValueError):
         raise ServiceError.single("id", "Must be an integer.") from None
+
+
+class ReapplyRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Re-applications of the rules to the stored records, newest first (a rule change requests one
+    once committed): status, counts, problem samples (record and field, no values), the resolution.
+    Shown to users who see every brand (the problems name records of every brand)."""
+
+    queryset = ReapplyRun.objects.order_by("-id")
+    serializer_class = ReapplyRunSerializer
+    filterset_fields = ["status"]
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        return queryset if sees_everything(self.request.user) else queryset.none()

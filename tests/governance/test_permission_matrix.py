@@ -372,6 +372,8 @@ for _route_name, _methods in {
     "match-suggestions/": ("GET",),
     "match-suggestions/{pk}/accept/": ("POST",),
     "match-suggestions/{pk}/reject/": ("POST",),
+    "reapply-runs/": ("GET",),
+    "reapply-runs/{pk}/": ("GET",),
 }.items():
     for _method in _methods:
         OTHER_ROWS[(_route_name, _method)] = _other(_route_name, _method, IDENTITY, "G2", body=lambda g, s: {})

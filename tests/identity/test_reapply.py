@@ -250,3 +250,42 @@ def test_the_admin_says_the_records_will_be_re_checked(sources, admin_client):
     assert response.status_code == 200
     assert "re-checked against the changed rules" in response.content.decode()
     assert admin_client.get("/admin/identity/reapplyrun/").status_code == 200
+
+
+def _api(*codenames, all_scopes=True):
+    from django.contrib.auth.models import Permission
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from tests.factories import UserFactory
+
+    user = UserFactory()
+    wanted = [*codenames, "all_scopes"] if all_scopes else list(codenames)
+    user.user_permissions.set(Permission.objects.filter(codename__in=wanted))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+def test_the_api_lists_runs_to_users_who_see_every_brand(sources):
+    from identity.services.reapply import reapply_request, run_reapply
+
+    push(("crm_a", "A1", {"name": "王芳", "member_id": "M-1"}))
+    IdentifierType.objects.filter(code="crm_member_id").update(normalizer="phone")
+    run = run_reapply(reapply_request().pk)
+    hq = _api("view_reapplyrun")
+    listed = hq.get("/api/v1/reapply-runs/").json()["results"]
+    assert [(r["id"], r["status"], r["problems"]) for r in listed] == [(run.pk, "done", 1)]
+    detail = hq.get(f"/api/v1/reapply-runs/{run.pk}/").json()
+    assert detail["problem_samples"] == [
+        {
+            "record": SourceRecord.objects.get().pk,
+            "field": "raw.member_id",
+            "message": run.problem_samples[0]["message"],
+        }
+    ]
+    assert "M-1" not in str(detail)  # the rejected value itself is never shown
+    scoped = _api("view_reapplyrun", all_scopes=False)
+    assert scoped.get("/api/v1/reapply-runs/").json()["results"] == []
+    assert scoped.get(f"/api/v1/reapply-runs/{run.pk}/").status_code == 404
+    assert _api().get("/api/v1/reapply-runs/").status_code == 403
