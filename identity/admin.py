@@ -29,6 +29,7 @@ from import_export.formats import base_formats
 
 from common.errors import ServiceError
 from subjects import pii
+from subjects.admin_base import ReadOnlyAdmin
 
 from .imports import SourceRecordResource
 from .models import (
@@ -469,7 +470,7 @@ class MatchSuggestionAdmin(RevealMixin, admin.ModelAdmin):
 
 
 @admin.register(ReapplyRun)
-class ReapplyRunAdmin(admin.ModelAdmin):
+class ReapplyRunAdmin(ReadOnlyAdmin):
     """The re-applications of the rules (after a rule change, or ``reapply_identity_rules``): read-only.
 
     A run's problems name records and fields, never values; the records themselves are scoped on
@@ -510,12 +511,3 @@ class ReapplyRunAdmin(admin.ModelAdmin):
     @admin.display(description="resolution")
     def resolution_shown(self, obj: ReapplyRun) -> str:
         return _json(obj.resolution)
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -174,3 +174,18 @@ class ServiceAdmin(admin.ModelAdmin):
 
     def related_delete_counts(self, objs) -> dict[str, int]:
         return {}
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records the system writes (jobs, runs, histories): listed and shown, never added, edited or deleted."""
+
+    actions = []
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

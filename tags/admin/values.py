@@ -20,6 +20,7 @@ from django.utils.html import format_html
 
 from audit.usage import record_tag_use
 from subjects.access import visible_subjects
+from subjects.admin_base import ReadOnlyAdmin
 from subjects.models import Subject
 from tags.access import visible_tag_filter, visible_tags, visible_value_filter
 from tags.models import RecomputeJob, TagDefinition, TagValue, TagValueChange
@@ -30,19 +31,6 @@ from .subject_panel import set_subject_value
 from .values_input import parse_value_text, value_text
 
 SUBJECTS_LISTED = 200
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    actions = []
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class VisibleValuesMixin:
