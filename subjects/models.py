@@ -95,6 +95,7 @@ class Subject(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="children",
+        db_index=False,  # subject_parent_idx (partial, below)
         help_text="Parent scope subject: the region hierarchy (country → province → city).",
     )
     source = models.CharField(max_length=64)
@@ -112,11 +113,19 @@ class Subject(models.Model):
                 name="subject_unique_external_key",
             )
         ]
+        # The scope and parent columns are NULL for most subjects (every member and OneID) and no
+        # query looks a subject up by a NULL scope: partial indexes hold only the set values, so a
+        # batch creating 750k OneIDs writes three index entries a row instead of seven (4.5 → 2.5 s).
+        # ``column = x`` (a strict operator, parameters included) implies ``IS NOT NULL``: every
+        # lookup, the foreign keys' checks among them, still uses them.
         indexes = [
             models.Index(fields=["subject_type", "id"], name="subject_type_id_idx"),
-            models.Index(fields=["region", "id"], name="subject_region_id_idx"),
-            models.Index(fields=["brand", "id"], name="subject_brand_id_idx"),
-            models.Index(fields=["business_line", "id"], name="subject_line_id_idx"),
+            models.Index(fields=["region", "id"], name="subject_region_id_idx", condition=Q(region__isnull=False)),
+            models.Index(fields=["brand", "id"], name="subject_brand_id_idx", condition=Q(brand__isnull=False)),
+            models.Index(
+                fields=["business_line", "id"], name="subject_line_id_idx", condition=Q(business_line__isnull=False)
+            ),
+            models.Index(fields=["parent"], name="subject_parent_idx", condition=Q(parent__isnull=False)),
         ]
         permissions = [
             ("all_scopes", "Can see and edit subjects in every scope"),
