@@ -153,7 +153,9 @@ def truncate() -> None:
     subjects table is truncated too: deleting 750k OneID subjects row by row (a foreign-key check
     per row in every table that references subjects) took longer than the whole benchmark."""
     with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {TABLES}, identity_sourcerecord, identity_oneid RESTART IDENTITY CASCADE")
+        cursor.execute(
+            f"TRUNCATE {TABLES}, identity_recordassignment, identity_sourcerecord, identity_oneid RESTART IDENTITY CASCADE"
+        )
         cursor.execute("SELECT EXISTS (SELECT 1 FROM subjects_subject WHERE source <> 'oneid')")
         if not cursor.fetchone()[0]:
             cursor.execute("TRUNCATE subjects_subject CASCADE")
@@ -286,12 +288,12 @@ def same_partition() -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM (SELECT a.label, count(DISTINCT s.oneid_id) n FROM bench_ref_assignment a"
-            " JOIN identity_sourcerecord s ON s.id = a.id GROUP BY a.label) x WHERE n <> 1"
+            " JOIN identity_recordassignment s ON s.record_id = a.id GROUP BY a.label) x WHERE n <> 1"
         )
         split = cursor.fetchone()[0]
         cursor.execute(
             "SELECT count(*) FROM (SELECT s.oneid_id, count(DISTINCT a.label) n FROM bench_ref_assignment a"
-            " JOIN identity_sourcerecord s ON s.id = a.id GROUP BY s.oneid_id) x WHERE n <> 1"
+            " JOIN identity_recordassignment s ON s.record_id = a.id GROUP BY s.oneid_id) x WHERE n <> 1"
         )
         return split == 0 and cursor.fetchone()[0] == 0
 

@@ -209,12 +209,12 @@ class SourceRecordAdmin(RevealMixin, ImportExportMixin, admin.ModelAdmin):
     skip_admin_log = True  # audited by the service's domain events, not one admin LogEntry per row
     import_formats = [base_formats.CSV]
     export_formats = [base_formats.CSV]
-    list_display = ("id", "source", "external_id_shown", "brand_id", "oneid_id", "updated_at")
+    list_display = ("id", "source", "external_id_shown", "brand_id", "oneid_shown", "updated_at")
     list_filter = ("source",)
-    list_select_related = ("source",)
+    list_select_related = ("source", "assignment")
     search_fields = ("=external_id",)
     show_full_result_count = False
-    fields = ("source", "external_id_shown", "raw_shown", "content_hash", "brand_id", "oneid_id", "created_at")
+    fields = ("source", "external_id_shown", "raw_shown", "content_hash", "brand_id", "oneid_shown", "created_at")
     readonly_fields = fields
     reveal_object_type = "identity.sourcerecord"
     reveal_fields = ("raw", "external_id")
@@ -226,6 +226,10 @@ class SourceRecordAdmin(RevealMixin, ImportExportMixin, admin.ModelAdmin):
     @admin.display(description="external id")
     def external_id_shown(self, obj) -> object:
         return _shown(obj.external_id)
+
+    @admin.display(description="OneID")
+    def oneid_shown(self, obj) -> int | None:
+        return obj.assigned_oneid_id
 
     @admin.display(description="raw fields")
     def raw_shown(self, obj) -> str:

@@ -3,7 +3,7 @@
 Rules are data: identifier types (normalizer, strong or composite-only, priority,
 limits, scoping), composite keys and blocked values are rows an operator edits.
 A OneID is an ordinary customer ``Subject`` (created through ``subjects.services``);
-``SourceRecord.oneid`` says which one a record belongs to. Every source record is
+``RecordAssignment`` says which one a record belongs to. Every source record is
 kept: a merge moves records, it never deletes a profile, so a split can give each
 side back exactly what it brought.
 """
@@ -173,12 +173,18 @@ class OneId(models.Model):
         Subject, primary_key=True, on_delete=models.CASCADE, related_name="oneid", db_constraint=False
     )
     status = models.CharField(max_length=10, choices=OneIdStatus.choices, default=OneIdStatus.ACTIVE)
-    merged_into = models.ForeignKey(Subject, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    merged_into = models.ForeignKey(
+        Subject, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         verbose_name = "OneID"
+        # Only retired OneIDs have an heir: an active OneID (the batch creates 750k) writes no entry.
+        indexes = [
+            models.Index(fields=["merged_into"], name="oneid_merged_into_idx", condition=Q(merged_into__isnull=False))
+        ]
 
     def __str__(self) -> str:
         return f"OneID {self.subject_id}"
@@ -196,17 +202,6 @@ class SourceRecord(models.Model):
     brand = models.ForeignKey(
         Subject, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
     )
-    # No database constraint: the batch assigns a million rows in one UPDATE, and the deferred check
-    # (a FOR KEY SHARE probe per row at commit) cost as much as the update. OneID subjects are retired,
-    # never deleted, by the services; the ORM still sets NULL on a delete.
-    oneid = models.ForeignKey(
-        Subject,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="source_records",
-        db_constraint=False,
-    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -219,6 +214,40 @@ class SourceRecord(models.Model):
 
     def __str__(self) -> str:  # no external id: it may be an openid (labels reach admin titles and logs)
         return f"record {self.pk} of source {self.source_id}"
+
+    @property
+    def assigned_oneid_id(self) -> int | None:
+        """The OneID this record belongs to, ``None`` before it is resolved.
+
+        One query per record unless the queryset has ``select_related("assignment")``: lists
+        select it, querysets filter on ``assignment__oneid``."""
+        try:
+            return self.assignment.oneid_id
+        except RecordAssignment.DoesNotExist:
+            return None
+
+
+class RecordAssignment(models.Model):
+    """Which OneID a source record belongs to: one narrow row per resolved record.
+
+    Not a column of ``SourceRecord``: the batch's first run assigns a million records at once, and
+    updating a wide row (raw fields, four indexes, no HOT update possible) cost 19–25 s where
+    copying a million narrow rows costs about 3. A record has no row until it is resolved.
+    """
+
+    # No database constraints (as Identifier.record): rows are written set-based by the resolvers,
+    # and a deferred check per row cost as much as the write. The ORM still cascades on deletes;
+    # OneID subjects are retired, never deleted, by the services.
+    record = models.OneToOneField(
+        SourceRecord, primary_key=True, on_delete=models.CASCADE, related_name="assignment", db_constraint=False
+    )
+    oneid = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="record_assignments", db_constraint=False)
+
+    class Meta:
+        verbose_name = "record assignment"
+
+    def __str__(self) -> str:
+        return f"record {self.record_id} → OneID {self.oneid_id}"
 
 
 class IdentifierStatus(models.TextChoices):

@@ -82,9 +82,9 @@ def follow_records(
     new_of = {record: new for record, (_, new) in moves.items()}
     owners = {
         (code, ext): id_
-        for id_, code, ext in SourceRecord.objects.filter(oneid_id__in=olds | set(new_of.values())).values_list(
-            "id", "source__code", "external_id"
-        )
+        for id_, code, ext in SourceRecord.objects.filter(
+            assignment__oneid__in=olds | set(new_of.values())
+        ).values_list("id", "source__code", "external_id")
     }
     items = []
     for _, code, source, ext, from_, to, weight, valid_from, valid_to, attributes in rows:

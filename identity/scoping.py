@@ -24,7 +24,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from subjects.access import access_for, visible_subject_filter
 from subjects.models import Subject, SubjectScope
 
-from .models import SourceRecord
+from .models import RecordAssignment, SourceRecord
 
 ORIGIN = "identity"
 
@@ -32,9 +32,9 @@ ORIGIN = "identity"
 def _implied_sql(id_filter: str) -> str:
     """The scope rows the records imply: one per (OneID, brand of one of its records)."""
     return (
-        "SELECT DISTINCT r.oneid_id AS subject_id, b.business_line_id AS business_line_id, r.brand_id AS brand_id"
-        f" FROM {SourceRecord._meta.db_table} r"
-        f" JOIN {Subject._meta.db_table} s ON s.id = r.oneid_id"
+        "SELECT DISTINCT a.oneid_id AS subject_id, b.business_line_id AS business_line_id, r.brand_id AS brand_id"
+        f" FROM {SourceRecord._meta.db_table} r JOIN {RecordAssignment._meta.db_table} a ON a.record_id = r.id"
+        f" JOIN {Subject._meta.db_table} s ON s.id = a.oneid_id"
         f" JOIN {Subject._meta.db_table} b ON b.id = r.brand_id"
         f" WHERE r.brand_id IS NOT NULL AND (s.brand_id IS NULL OR s.brand_id <> r.brand_id){id_filter}"
     )
@@ -63,9 +63,10 @@ def sync_oneid_scopes(oneid_ids: Iterable[int] | None = None) -> tuple[int, int]
     if ids == []:
         return 0, 0
     table = SubjectScope._meta.db_table
-    implied_filter, implied_params = _id_filter("r.oneid_id", ids)
+    implied_filter, implied_params = _id_filter("a.oneid_id", ids)
     rows_filter, rows_params = _id_filter(f"{table}.subject_id", ids)
     records, subjects = SourceRecord._meta.db_table, Subject._meta.db_table
+    assignments = RecordAssignment._meta.db_table
     if ids is None:  # every OneID: set against set (hash anti-joins; COALESCE keeps the keys hashable)
         delete = (
             f"DELETE FROM {table} WHERE id IN (SELECT t.id FROM {table} t LEFT JOIN ({_implied_sql('')}) d"
@@ -75,9 +76,10 @@ def sync_oneid_scopes(oneid_ids: Iterable[int] | None = None) -> tuple[int, int]
         )
     else:  # a few OneIDs: probe each row's records by the oneid index
         delete = (
-            f"DELETE FROM {table} WHERE {table}.origin = %s{rows_filter} AND NOT EXISTS (SELECT 1 FROM {records} r"
-            f" JOIN {subjects} s ON s.id = r.oneid_id JOIN {subjects} b ON b.id = r.brand_id"
-            f" WHERE r.oneid_id = {table}.subject_id AND r.brand_id = {table}.brand_id"
+            f"DELETE FROM {table} WHERE {table}.origin = %s{rows_filter} AND NOT EXISTS (SELECT 1 FROM {assignments} a"
+            f" JOIN {records} r ON r.id = a.record_id"
+            f" JOIN {subjects} s ON s.id = a.oneid_id JOIN {subjects} b ON b.id = r.brand_id"
+            f" WHERE a.oneid_id = {table}.subject_id AND r.brand_id = {table}.brand_id"
             f" AND (s.brand_id IS NULL OR s.brand_id <> r.brand_id) AND {table}.region_id IS NULL"
             f" AND b.business_line_id IS NOT DISTINCT FROM {table}.business_line_id)"
         )
@@ -130,7 +132,8 @@ def record_brand_allowed(user, brand_id: int | None) -> bool:
 
 
 def record_brand_filter(user) -> Q:
-    """The brand half of record visibility as a ``Q`` (the OneID half is ``oneid_filter(user, "oneid")``)."""
+    """The brand half of record visibility as a ``Q`` (the OneID half is
+    ``oneid_filter(user, "assignment__oneid")``)."""
     access = access_for(user)
     if access.unrestricted:
         return Q()
@@ -146,7 +149,7 @@ def record_filter(user, prefix: str = "") -> Q:
         return Q()
     if access.sees_nothing:
         return Q(pk__in=[])
-    return _brand_condition(user, prefix) & visible_subject_filter(user, f"{prefix}oneid")
+    return _brand_condition(user, prefix) & visible_subject_filter(user, f"{prefix}assignment__oneid")
 
 
 def visible_records(user, queryset: QuerySet | None = None) -> QuerySet:
@@ -172,7 +175,7 @@ def fully_visible_filter(user, field: str) -> Q:
     access = access_for(user)
     if access.unrestricted:
         return Q()
-    hidden = SourceRecord.objects.filter(oneid_id=OuterRef(field)).exclude(_brand_condition(user))
+    hidden = SourceRecord.objects.filter(assignment__oneid=OuterRef(field)).exclude(_brand_condition(user))
     column = "pk" if field == "pk" else field.removesuffix("_id")
     return oneid_filter(user, column) & ~Exists(hidden)
 

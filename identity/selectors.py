@@ -12,7 +12,7 @@ viewer (internal callers: tasks, the tag engine) everything is read.
 
 from __future__ import annotations
 
-from django.db.models import Count
+from django.db.models import Count, F
 
 from common.errors import ServiceError
 from subjects import pii
@@ -26,6 +26,7 @@ from .models import (
     ManualLink,
     MergeEvent,
     OneId,
+    RecordAssignment,
     SourceRecord,
     SourceSystem,
     SurvivorshipRule,
@@ -138,7 +139,9 @@ def oneid_detail(
     scoped = viewer is not None and not sees_everything(viewer)
     if not include_records and not scoped:
         return _masked(_summary(oneid), oneid, masked)
-    rows = list(SourceRecord.objects.filter(oneid_id=subject_id).order_by("id").values(*RECORD_FIELDS)[:MAX_RECORDS])
+    rows = list(
+        SourceRecord.objects.filter(assignment__oneid=subject_id).order_by("id").values(*RECORD_FIELDS)[:MAX_RECORDS]
+    )
     records = [r for r in rows if record_brand_allowed(viewer, r["brand_id"])] if scoped else rows
     partial = len(records) < len(rows)
     summary = _summary(oneid, viewer=viewer if partial else None)
@@ -218,8 +221,8 @@ def oneid_rows(oneids: list[OneId], *, viewer=None, masked: bool = False) -> lis
     whatever the page size); display names of people are masked when ``masked``."""
     partial: dict[int, list[dict]] = {}
     if viewer is not None and not sees_everything(viewer) and oneids:
-        rows = SourceRecord.objects.filter(oneid_id__in=[o.subject_id for o in oneids]).values(
-            "oneid_id", *RECORD_FIELDS
+        rows = SourceRecord.objects.filter(assignment__oneid__in=[o.subject_id for o in oneids]).values(
+            *RECORD_FIELDS, oneid_id=F("assignment__oneid")
         )
         by_oneid: dict[int, list[dict]] = {}
         for row in rows.order_by("oneid_id", "id"):
@@ -333,10 +336,10 @@ def oneid_lookup(
     except NormalizeError as exc:
         raise ServiceError.single("value", f"{type_code} {exc}") from None
     found = Identifier.objects.filter(key__in=_candidate_keys(identifier_type, spellings, scope), value__in=spellings)
-    holders = SourceRecord.objects.filter(id__in=found.values("record_id")).exclude(oneid=None)
+    holders = SourceRecord.objects.filter(id__in=found.values("record_id"), assignment__isnull=False)
     if viewer is not None:
         holders = visible_records(viewer, holders)
-    oneids = sorted(set(holders.values_list("oneid_id", flat=True)))[:20]
+    oneids = sorted(set(holders.values_list("assignment__oneid", flat=True)))[:20]
     rules = load_rules() if include_records else None
     return [oneid_detail(o, rules, include_records=include_records, viewer=viewer, masked=masked) for o in oneids]
 
@@ -386,7 +389,7 @@ def oneid_lookup_many(
     for graph_key, value, record_id in found.values_list("key", "value", "record_id"):
         for key in wanted.get((graph_key, value), ()):
             holders.setdefault(record_id, set()).add(key)
-    oneid_of = dict(SourceRecord.objects.filter(id__in=list(holders)).exclude(oneid=None).values_list("id", "oneid_id"))
+    oneid_of = dict(RecordAssignment.objects.filter(record_id__in=list(holders)).values_list("record_id", "oneid_id"))
     status = dict(OneId.objects.filter(subject_id__in=set(oneid_of.values())).values_list("subject_id", "status"))
     per_key: dict = {}
     for record_id, oneid in oneid_of.items():

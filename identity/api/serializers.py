@@ -67,6 +67,9 @@ class SourceRecordSerializer(serializers.ModelSerializer):
     """Raw fields and external id are personal data: masked unless the view says ``unmasked``."""
 
     source = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    oneid = serializers.IntegerField(
+        source="assigned_oneid_id", read_only=True, allow_null=True, help_text="The OneID the record belongs to"
+    )
 
     class Meta:
         model = SourceRecord

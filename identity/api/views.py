@@ -40,6 +40,7 @@ from ..selectors import oneid_detail, oneid_lookup, oneid_rows
 from ..services import oneid_merge, oneid_split, source_record_bulk_upsert
 from ..services.config import config_delete, config_save
 from ..services.suggestions import suggestion_accept, suggestion_reject
+from .filters import SourceRecordFilter
 from .serializers import (
     BlockedValueSerializer,
     CompositeKeySerializer,
@@ -195,10 +196,10 @@ class SourceRecordViewSet(
     Listed and read within scope (``visible_records``); raw fields and external ids masked unless
     unmasked by a PII holder. Pushed only from source systems the user may push from."""
 
-    queryset = SourceRecord.objects.select_related("source").order_by("id")
+    queryset = SourceRecord.objects.select_related("source", "assignment").order_by("id")
     serializer_class = SourceRecordSerializer
-    filterset_fields = ["source", "brand", "oneid", "external_id"]
-    scope_field = "oneid"  # the mixin: the record's OneID is visible; here: and its brand is the user's
+    filterset_class = SourceRecordFilter
+    scope_field = "assignment__oneid"  # the mixin: the record's OneID is visible; here: and its brand is the user's
 
     def get_queryset(self):
         return super().get_queryset().filter(record_brand_filter(self.request.user))

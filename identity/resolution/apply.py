@@ -25,7 +25,7 @@ from subjects.services import subject_bulk_upsert
 from .. import signals
 from ..extract import Rules
 from ..golden import RecordView, golden_record
-from ..models import MergeEvent, MergeKind, OneId, OneIdStatus, SourceRecord
+from ..models import MergeEvent, MergeKind, OneId, OneIdStatus, RecordAssignment, SourceRecord
 from ..relationships import follow_records
 from ..scoping import sync_oneid_scopes
 from .partition import Partition
@@ -153,12 +153,17 @@ def apply_partition(
                 outcome.created.append(item_result.id)
         _activate(outcome.created)
     for rep, records in groups.items():
-        moving = [r for r in records if current.get(r) != chosen[rep]]
-        if moving:
-            SourceRecord.objects.filter(id__in=moving).update(oneid=chosen[rep])
-            outcome.moved += len(moving)
         for r in records:
             outcome.assignment[r] = chosen[rep]
+    moving = sorted(r for r, oneid in outcome.assignment.items() if current.get(r) != oneid)
+    if moving:  # one upsert, in record order (the order of every writer)
+        RecordAssignment.objects.bulk_create(
+            [RecordAssignment(record_id=r, oneid_id=outcome.assignment[r]) for r in moving],
+            update_conflicts=True,
+            unique_fields=["record"],
+            update_fields=["oneid"],
+        )
+        outcome.moved = len(moving)
     kept = set(chosen.values())
     lost = sorted(set(oneids) - kept)
     for oneid in lost:

@@ -21,7 +21,7 @@ from subjects.services.staging import one_round_trip
 
 from ..extract import Rules
 from ..golden import RecordView
-from ..models import DoNotLinkSide, Identifier, IdentifierStatus, ManualLink, SourceRecord
+from ..models import DoNotLinkSide, Identifier, IdentifierStatus, ManualLink, RecordAssignment, SourceRecord
 from .partition import Graph, Link
 
 HOLDER_CAP = 10_000  # beyond this a value is over every sensible limit; we stop reading holders
@@ -55,13 +55,13 @@ def _holders(keys: list[int], cap: int) -> list[tuple[int, int]]:
 ROUND_SQL = """
 WITH s AS (SELECT unnest(%(records)s::bigint[]) AS id),
  o AS (SELECT DISTINCT q.oid AS id FROM
-       (SELECT (SELECT x.oneid_id FROM identity_sourcerecord x WHERE x.id = s.id) AS oid FROM s) q
+       (SELECT (SELECT x.oneid_id FROM identity_recordassignment x WHERE x.record_id = s.id) AS oid FROM s) q
        WHERE q.oid IS NOT NULL AND q.oid <> ALL(%(oneids)s::bigint[])),
  k AS (SELECT DISTINCT i.key, i.identifier_type_id AS t, i.composite_key_id AS c FROM s CROSS JOIN LATERAL
        (SELECT y.* FROM identity_identifier y WHERE y.record_id = s.id) i WHERE i.status = 'link'),
  kk AS (SELECT key FROM k WHERE key <> ALL(%(keys)s::bigint[]) UNION SELECT unnest(%(extra)s::bigint[]))
 SELECT 'o', id, NULL::bigint FROM o
-UNION ALL SELECT 'r', r.id, NULL FROM identity_sourcerecord r WHERE r.oneid_id IN (SELECT id FROM o)
+UNION ALL SELECT 'r', a.record_id, NULL FROM identity_recordassignment a WHERE a.oneid_id IN (SELECT id FROM o)
 UNION ALL SELECT 'k', k.key, coalesce(k.t, -k.c)::bigint FROM k
 UNION ALL SELECT 'h', kk.key, h.record_id FROM kk CROSS JOIN LATERAL
   (SELECT i.record_id FROM identity_identifier i WHERE i.key = kk.key AND i.status = 'link' LIMIT %(cap)s) h
@@ -99,10 +99,12 @@ def _round_postgresql(records, region, extra, lock=()) -> list[tuple]:
 def _round_orm(records, region, extra, lock=()) -> list[tuple]:
     """The same round through the ORM (SQLite)."""
     rows: list[tuple] = []
-    oneids = set(SourceRecord.objects.filter(id__in=records).exclude(oneid=None).values_list("oneid_id", flat=True))
+    oneids = set(RecordAssignment.objects.filter(record_id__in=records).values_list("oneid_id", flat=True))
     oneids -= region.oneids
     rows += [("o", o, None) for o in oneids]
-    rows += [("r", r, None) for r in SourceRecord.objects.filter(oneid_id__in=oneids).values_list("id", flat=True)]
+    rows += [
+        ("r", r, None) for r in RecordAssignment.objects.filter(oneid_id__in=oneids).values_list("record_id", flat=True)
+    ]
     keys = set()
     for key, type_id, composite_id in Identifier.objects.filter(
         record_id__in=records, status=IdentifierStatus.LINK
@@ -172,7 +174,7 @@ def collect_region(
 
 GRAPH_SQL = """
 WITH x AS (SELECT unnest(%(records)s::bigint[]) AS id)
-SELECT 'r', r.id, r.oneid_id, s.trust_rank::bigint, s.subject_type_id, s.code::text, r.external_id::text,
+SELECT 'r', r.id, (SELECT a.oneid_id FROM identity_recordassignment a WHERE a.record_id = r.id), s.trust_rank::bigint, s.subject_type_id, s.code::text, r.external_id::text,
   CASE WHEN %(views)s THEN r.raw::text END, extract(epoch FROM r.created_at)::float8,
   extract(epoch FROM r.updated_at)::float8
   FROM x JOIN identity_sourcerecord r ON r.id = x.id JOIN identity_sourcesystem s ON s.id = r.source_id
@@ -208,7 +210,11 @@ def _graph_rows(records: list[int], views: dict | None) -> tuple[list, list, lis
                 parts["d"].append((a, b, t1))
         return parts["r"], parts["i"], parts["m"], parts["d"]
     return (
-        list(SourceRecord.objects.filter(id__in=records).values_list("id", "source__code", "external_id", "oneid_id")),
+        list(
+            SourceRecord.objects.filter(id__in=records).values_list(
+                "id", "source__code", "external_id", "assignment__oneid"
+            )
+        ),
         list(
             Identifier.objects.filter(record_id__in=records, status=IdentifierStatus.LINK).values_list(
                 "record_id", "key", "identifier_type_id", "composite_key_id", "scope", "value"

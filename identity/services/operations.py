@@ -53,7 +53,10 @@ def _lock_active(oneids: Sequence[int], fields: Sequence[str]) -> list[OneId]:
 def _locked_records(oneid: int) -> list[int]:
     """The OneID's records, locked in id order."""
     return list(
-        SourceRecord.objects.select_for_update().filter(oneid_id=oneid).order_by("id").values_list("id", flat=True)
+        SourceRecord.objects.select_for_update(of=("self",))
+        .filter(assignment__oneid=oneid)
+        .order_by("id")
+        .values_list("id", flat=True)
     )
 
 

@@ -26,7 +26,7 @@ from common.errors import ItemError, ServiceError
 from subjects.schemas import valid_text
 
 from ..extract import Extracted, Rules, SourceScope, extract, load_rules
-from ..models import Identifier, SourceRecord, SourceSystem
+from ..models import Identifier, RecordAssignment, SourceSystem
 from ..resolution.incremental import resolve_records
 from ..resolution.region import value_label
 
@@ -136,7 +136,9 @@ def source_record_bulk_upsert(
         if resolve:
             missing = [r.id for r in results if r.id not in assigned]
             if missing:
-                assigned.update(SourceRecord.objects.filter(id__in=missing).values_list("id", "oneid_id"))
+                assigned.update(
+                    RecordAssignment.objects.filter(record_id__in=missing).values_list("record_id", "oneid_id")
+                )
             for result in results:
                 result.oneid = assigned.get(result.id)
     _warn(parsed, results, rules, over_limit=_over_limit(parsed, rules) if resolve else {})

@@ -47,7 +47,7 @@ def suggestions_generate(*, actor, threshold: float = 80.0) -> int:
     shared = (
         Identifier.objects.filter(status=IdentifierStatus.PART)
         .values("identifier_type_id", "value")
-        .annotate(n=Count("record__oneid", distinct=True))
+        .annotate(n=Count("record__assignment__oneid", distinct=True))
         .filter(n__gt=1, n__lte=MAX_BLOCK)
     )
     blocks: dict[tuple[int, str], set[int]] = {}
@@ -56,7 +56,7 @@ def suggestions_generate(*, actor, threshold: float = 80.0) -> int:
         return 0
     values = {v for _, v in keys}
     for type_id, value, oneid in Identifier.objects.filter(status=IdentifierStatus.PART, value__in=values).values_list(
-        "identifier_type_id", "value", "record__oneid_id"
+        "identifier_type_id", "value", "record__assignment__oneid"
     ):
         if (type_id, value) in keys and oneid is not None:
             blocks.setdefault((type_id, value), set()).add(oneid)

@@ -14,10 +14,10 @@ def push(*items, actor=None, **options):
 def partition() -> set[frozenset[tuple[str, str]]]:
     """The current OneIDs as sets of (source code, external id): comparable across runs."""
     groups: dict[int, set] = {}
-    for code, ext, oneid in SourceRecord.objects.values_list("source__code", "external_id", "oneid_id"):
+    for code, ext, oneid in SourceRecord.objects.values_list("source__code", "external_id", "assignment__oneid"):
         groups.setdefault(oneid, set()).add((code, ext))
     return {frozenset(g) for g in groups.values()}
 
 
 def oneid_of(source: str, external_id: str) -> int:
-    return SourceRecord.objects.get(source__code=source, external_id=external_id).oneid_id
+    return SourceRecord.objects.get(source__code=source, external_id=external_id).assigned_oneid_id

@@ -18,7 +18,7 @@ def test_demo_identities_are_built_and_idempotent():
     load_demo(stdout=out)
     assert "OneID demo" in out.getvalue()
     groups = partition()
-    assert SourceRecord.objects.filter(oneid=None).count() == 0
+    assert SourceRecord.objects.filter(assignment=None).count() == 0
     # the 10th member of a group is the first person again in another brand's CRM: one OneID, two brands
     two_brands = [g for g in groups if len({s for s, _ in g if s.startswith("crm_")}) == 2]
     assert len(two_brands) >= 15

@@ -43,7 +43,7 @@ def _reset():
 def _expected() -> dict[int, tuple[dict, str]]:
     strategies = dict(SurvivorshipRule.objects.values_list("attribute", "strategy"))
     members: dict[int, list[RecordView]] = {}
-    for record in SourceRecord.objects.select_related("source").order_by("id"):
+    for record in SourceRecord.objects.select_related("source", "assignment").order_by("id"):
         view = RecordView(
             record.id,
             record.source.trust_rank,
@@ -51,12 +51,12 @@ def _expected() -> dict[int, tuple[dict, str]]:
             record.updated_at.timestamp(),
             record.raw,
         )
-        members.setdefault(record.oneid_id, []).append(view)
+        members.setdefault(record.assigned_oneid_id, []).append(view)
     return {oneid: golden_record(views, PERSON_SCHEMA, strategies) for oneid, views in members.items()}
 
 
 def _stored() -> dict[int, tuple[dict, str]]:
-    ids = set(SourceRecord.objects.values_list("oneid_id", flat=True))
+    ids = set(SourceRecord.objects.values_list("assignment__oneid", flat=True))
     return {s.id: (s.attributes, s.display_name) for s in Subject.objects.filter(id__in=ids)}
 
 
@@ -102,7 +102,7 @@ def test_batch_subjects_are_audited_by_one_event(sources):
     event = DomainEvent.objects.get(action="identity.oneids_upserted")
     subjects = sorted(OneId.objects.values_list("subject_id", flat=True))
     assert (event.row_count, event.summary) == (2, {"created": 2, "updated": 0, "unchanged": 0, "ids": subjects})
-    assert Subject.objects.get(id=SourceRecord.objects.get(external_id="S1").oneid_id).attributes == {
+    assert Subject.objects.get(id=SourceRecord.objects.get(external_id="S1").assigned_oneid_id).attributes == {
         "city": "上海",
         "email": "a@qq.com",
         "name": "王芳",

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from identity.models import Identifier, MergeEvent, OneId, SourceRecord
+from identity.models import Identifier, MergeEvent, OneId, RecordAssignment, SourceRecord
 from identity.resolution.batch import resolve_all
 from identity.services import oneid_split
 from subjects.models import Subject
@@ -44,7 +44,7 @@ def reset():
 
 def reset_assignments():
     """Forget every OneID but keep records, identifiers and operators' constraints."""
-    SourceRecord.objects.update(oneid=None)
+    RecordAssignment.objects.all().delete()
     OneId.objects.all().delete()
     Subject.objects.filter(source="oneid").delete()
 
@@ -57,11 +57,11 @@ def incremental(records):
 
 
 def assert_every_record_in_one_oneid(records):
-    assert SourceRecord.objects.filter(oneid=None).count() == 0
+    assert SourceRecord.objects.filter(assignment=None).count() == 0
     groups = partition()
     assert sum(len(g) for g in groups) == len(records)
     assert set(OneId.objects.filter(status="active").values_list("subject_id", flat=True)) == set(
-        SourceRecord.objects.values_list("oneid_id", flat=True)
+        SourceRecord.objects.values_list("assignment__oneid", flat=True)
     )
 
 
@@ -104,7 +104,7 @@ def test_batch_over_incremental_state_changes_nothing(sources, records):
 def test_split_then_re_resolve_keeps_the_split(sources, records, data):
     incremental(records)
     groups = [
-        sorted(SourceRecord.objects.filter(oneid=o).values_list("id", flat=True))
+        sorted(SourceRecord.objects.filter(assignment__oneid=o).values_list("id", flat=True))
         for o in OneId.objects.filter(status="active").values_list("subject_id", flat=True)
     ]
     groups = [g for g in groups if len(g) > 1]
@@ -112,7 +112,7 @@ def test_split_then_re_resolve_keeps_the_split(sources, records, data):
         return
     group = data.draw(st.sampled_from(groups))
     side = data.draw(st.lists(st.sampled_from(group), min_size=1, max_size=len(group) - 1, unique=True))
-    oneid = SourceRecord.objects.get(id=group[0]).oneid_id
+    oneid = SourceRecord.objects.get(id=group[0]).assigned_oneid_id
     oneid_split(actor=None, oneid=oneid, records=side)
     after = partition()
     assert resolve_all().moved == 0

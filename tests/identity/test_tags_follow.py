@@ -144,7 +144,7 @@ def test_batch_merge_behaves_as_incremental(two_people, tags, django_capture_on_
         result = resolve_all()
     assert result.merges == 1
     survivor = oneid_of("wecom", "W1")
-    assert SourceRecord.objects.exclude(oneid_id=survivor).count() == 0
+    assert SourceRecord.objects.exclude(assignment__oneid=survivor).count() == 0
     assert set(Event.objects.values_list("subject_id", flat=True)) == {survivor}
     assert values(tags.spend) == {survivor: 180}
     assert values(tags.skin) == {survivor: "dry" if survivor == li else "oily"}
@@ -180,7 +180,7 @@ def test_an_event_by_identifier_stores_the_record_it_was_attributed_through(
     push(("crm_a", "L1", LI), ("wecom", "W1", LI | {"email": "li@mail.cn"}), ("crm_b", "H1", HAN))
     li = oneid_of("crm_a", "L1")
     assert oneid_of("wecom", "W1") == li
-    records = sorted(SourceRecord.objects.filter(oneid_id=li).values_list("id", flat=True))
+    records = sorted(SourceRecord.objects.filter(assignment__oneid=li).values_list("id", flat=True))
     w1 = SourceRecord.objects.get(external_id="W1").id
     ingest(
         django_capture_on_commit_callbacks,

@@ -68,8 +68,8 @@ class Person:
         self.record_a = SourceRecord.objects.get(source__code="crm_a")
         self.record_b = SourceRecord.objects.get(source__code="crm_b")
         self.record_w = SourceRecord.objects.get(source__code="wecom")
-        assert self.record_a.oneid_id == self.record_b.oneid_id == self.record_w.oneid_id
-        self.oneid = self.record_a.oneid_id
+        assert self.record_a.assigned_oneid_id == self.record_b.assigned_oneid_id == self.record_w.assigned_oneid_id
+        self.oneid = self.record_a.assigned_oneid_id
 
 
 @pytest.fixture

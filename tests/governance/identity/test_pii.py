@@ -78,7 +78,7 @@ def admin_urls() -> list[str]:
 @pytest.fixture
 def suggestion(person, sources):
     push(("crm_a", "A9", {"name": "Canary Annie", "phone": "13911110009"}))
-    other = SourceRecord.objects.get(external_id="A9").oneid_id
+    other = SourceRecord.objects.get(external_id="A9").assigned_oneid_id
     return MatchSuggestion.objects.create(
         oneid_a_id=min(person.oneid, other),
         oneid_b_id=max(person.oneid, other),
@@ -197,7 +197,7 @@ def test_query_counts_do_not_grow_with_the_data(url, person, operator_a_pii):
         MatchSuggestion(oneid_a_id=a, oneid_b_id=b, score=90.0, evidence={})
         for a, b in zip(
             *[
-                sorted(set(SourceRecord.objects.filter(source__code=c).values_list("oneid_id", flat=True)))
+                sorted(set(SourceRecord.objects.filter(source__code=c).values_list("assignment__oneid", flat=True)))
                 for c in ("crm_a", "oa_a")
             ],
             strict=False,
@@ -222,8 +222,8 @@ def test_admin_changelist_query_counts_do_not_grow(model, person, operator_a_pii
 
 def test_admin_merge_action_refuses_a_partial_person(person, operator_a, sources, client):
     push(("crm_a", "A2", {"name": "Solo", "phone": "13911112222"}))
-    solo = SourceRecord.objects.get(external_id="A2").oneid_id
+    solo = SourceRecord.objects.get(external_id="A2").assigned_oneid_id
     client.force_login(operator_a)
     client.post("/admin/identity/oneid/", {"action": "merge_selected", "_selected_action": [solo, person.oneid]})
-    assert SourceRecord.objects.get(external_id="A2").oneid_id == solo
+    assert SourceRecord.objects.get(external_id="A2").assigned_oneid_id == solo
     assert not MergeEvent.objects.filter(kind="manual_merge").exists()

@@ -39,7 +39,7 @@ def test_split_removes_the_other_brands_visibility(world, person):
 
 def test_merge_adds_the_other_brand(world, sources):
     push(("crm_a", "A1", {"name": "X", "phone": "13911110002"}), ("crm_b", "B1", {"name": "Y", "phone": "13911110003"}))
-    a, b = (SourceRecord.objects.get(external_id=e).oneid_id for e in ("A1", "B1"))
+    a, b = (SourceRecord.objects.get(external_id=e).assigned_oneid_id for e in ("A1", "B1"))
     assert scope_rows() == {(a, world.brand_a.id), (b, world.brand_b.id)}
     survivor = oneid_merge(actor=None, oneids=[a, b], reason="same person")
     assert scope_rows() == {(survivor, world.brand_a.id), (survivor, world.brand_b.id)}

@@ -97,13 +97,13 @@ def test_split_and_merge_need_the_whole_person(person, operator_a, sources, hq_p
     split = client.post(f"/api/v1/oneids/{person.oneid}/split/", {"records": [person.record_a.id]}, format="json")
     assert split.status_code == 403
     push(("crm_a", "A2", {"name": "Solo", "phone": "13911112222"}))
-    solo = SourceRecord.objects.get(external_id="A2").oneid_id
+    solo = SourceRecord.objects.get(external_id="A2").assigned_oneid_id
     merge = client.post("/api/v1/oneids/merge/", {"oneids": [solo, person.oneid]}, format="json")
     assert merge.status_code == 403
     assert OneId.objects.filter(status="active").count() == 2
     # a person wholly in brand A: brand A decides
     push(("oa_a", "O2", {"openid": "oSolo", "name": "Solo", "phone": "13911112222"}))
-    assert SourceRecord.objects.get(external_id="O2").oneid_id == solo
+    assert SourceRecord.objects.get(external_id="O2").assigned_oneid_id == solo
     o2 = SourceRecord.objects.get(external_id="O2").id
     response = client.post(f"/api/v1/oneids/{solo}/split/", {"records": [o2], "reason": "two"}, format="json")
     assert response.status_code == 200, response.content
@@ -136,4 +136,4 @@ def test_admin_split_of_a_partial_person_is_refused(person, operator_a, client):
     client.force_login(operator_a)
     response = client.post(f"/admin/identity/oneid/{person.oneid}/split/", {"records": [person.record_a.id]})
     assert response.status_code == 403
-    assert SourceRecord.objects.filter(oneid_id=person.oneid).count() == 3
+    assert SourceRecord.objects.filter(assignment__oneid=person.oneid).count() == 3

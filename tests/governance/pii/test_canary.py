@@ -53,6 +53,7 @@ def seeded(world):
         MatchSuggestion,
         MergeEvent,
         OneId,
+        RecordAssignment,
         SourceRecord,
         SourceSystem,
     )
@@ -112,8 +113,8 @@ def seeded(world):
         raw={"name": c["raw_name"], "phone": c["raw_phone"]},
         content_hash=hashlib.md5(b"x").hexdigest(),
         brand=world.brand_a,
-        oneid=member,
     )
+    RecordAssignment.objects.create(record=record, oneid=member)
     Identifier.objects.create(record=record, identifier_type=phone, value=c["identifier"], key=1, status="link")
     MergeEvent.objects.create(
         kind="merge",
