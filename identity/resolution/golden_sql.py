@@ -105,14 +105,47 @@ def _known_types(rules: Rules, cursor) -> None:
         rules.subject_types[subject_type.id] = (subject_type.code, subject_type.attribute_schema)
 
 
+EMPTY_VALUES = "('null'::jsonb, '\"\"'::jsonb, '[]'::jsonb, '{}'::jsonb)"
+
+
+def _picked(names: list[str]) -> str:
+    """SQL: ``r.raw`` cut to the keys ``names`` whose value is not empty, as one scalar expression.
+
+    ``jsonb_build_object`` of the keys minus the empty ones: about a third of the time of
+    ``jsonb_each`` and ``jsonb_object_agg`` (one aggregate per row) for the same object."""
+    if not names:
+        return "'{}'::jsonb"
+    objects = " || ".join(  # a function takes at most 100 arguments: 40 pairs per jsonb_build_object
+        "jsonb_build_object(" + ", ".join(f"{_literal(n)}, r.raw->{_literal(n)}" for n in names[i : i + 40]) + ")"
+        for i in range(0, len(names), 40)
+    )
+    empty = ", ".join(
+        f"CASE WHEN coalesce(r.raw->{_literal(n)}, 'null') IN {EMPTY_VALUES} THEN {_literal(n)} END" for n in names
+    )
+    return f"(({objects}) - array_remove(ARRAY[{empty}]::text[], NULL))"
+
+
+def _single_attributes(rules: Rules) -> str:
+    """SQL: the golden record of a group of one record ``r`` (source ``s``): its non-empty values
+    of the attributes its subject type allows (every value when the schema allows any key)."""
+    general = (
+        "(SELECT coalesce(jsonb_object_agg(x.key, x.value), '{}') FROM jsonb_each(r.raw) x"
+        f" WHERE {EMPTY} AND {_allowed_filter(rules, 's.subject_type_id')})"
+    )
+    cases = []
+    for type_id, (_, schema) in sorted(rules.subject_types.items()):
+        allowed = allowed_attributes(schema)
+        if allowed is not None:
+            cases.append(f"WHEN {int(type_id)} THEN {_picked(sorted(allowed))}")
+    return f"(CASE s.subject_type_id {' '.join(cases)} ELSE {general} END)" if cases else general
+
+
 def _fill(cursor, rules: Rules) -> None:
     """The golden table: groups of one record straight from their row, others by survivorship."""
-    single_filter = _allowed_filter(rules, "s.subject_type_id")
     cursor.execute(
         "INSERT INTO tw_identity_golden (label, subject_id, is_new, type_id, attributes, fallback)"
         f" SELECT g.label, coalesce(gr.subject_id, {NEXT_ID}), gr.subject_id IS NULL, s.subject_type_id,"
-        f" (SELECT coalesce(jsonb_object_agg(x.key, x.value), '{{}}') FROM jsonb_each(r.raw) x"
-        f"  WHERE {EMPTY} AND {single_filter}),"
+        f" {_single_attributes(rules)},"
         " CASE WHEN jsonb_typeof(r.raw->'name') = 'string' THEN nullif(r.raw->>'name', '') END"
         " FROM tw_stage_identity_single g JOIN identity_sourcerecord r ON r.id = g.record_id"
         " JOIN identity_sourcesystem s ON s.id = r.source_id"

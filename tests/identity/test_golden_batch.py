@@ -107,3 +107,25 @@ def test_batch_subjects_are_audited_by_one_event(sources):
         "email": "a@qq.com",
         "name": "王芳",
     }
+
+
+def test_single_record_golden_records_of_a_wide_schema_equal_the_python_rule(sources):
+    """Groups of one record take their attributes by one scalar expression per allowed key; a schema
+    of more keys than one jsonb_build_object takes (50 pairs) and keys that need quoting still
+    give exactly the Python rule's golden record."""
+    names = ["name", "city", "it's", 'say "hi"', "50%"] + [f"f{i:02d}" for i in range(55)]
+    schema = {"type": "object", "properties": {n: {} for n in names}, "additionalProperties": False}
+    sources.person.attribute_schema = schema
+    sources.person.save()
+    raws = [
+        {"email": "a@qq.com", "name": "王芳", "it's": 1, "f07": "", "f44": [], "f59": {"a": None}, "extra": "x"},
+        {"email": "b@qq.com", "50%": None, 'say "hi"': "hello", "f00": 0, "f41": False, "city": {}},
+        {"email": "c@qq.com"},
+    ]
+    push(*[("crm_a", f"W{i}", raw) for i, raw in enumerate(raws)], resolve=False)
+    resolve_all()
+    for i in range(len(raws)):
+        record = SourceRecord.objects.select_related("source").get(external_id=f"W{i}")
+        view = RecordView(record.id, record.source.trust_rank, record.created_at.timestamp(), 0.0, record.raw)
+        subject = Subject.objects.get(id=record.assigned_oneid_id)
+        assert (subject.attributes, subject.display_name) == golden_record([view], schema, {})
