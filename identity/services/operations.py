@@ -51,9 +51,11 @@ def _lock_active(oneids: Sequence[int], fields: Sequence[str]) -> list[OneId]:
 
 
 def _locked_records(oneid: int) -> list[int]:
-    """The OneID's records, locked in id order."""
+    """The OneID's records, locked in id order: the record rows (a re-push of one waits) and their
+    assignment rows (a resolution moving one of them writes only that row; the split waits for it
+    and then no longer counts a record that moved away)."""
     return list(
-        SourceRecord.objects.select_for_update(of=("self",))
+        SourceRecord.objects.select_for_update()
         .filter(assignment__oneid=oneid)
         .order_by("id")
         .values_list("id", flat=True)

@@ -3,11 +3,13 @@
 import threading
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
-from identity.models import IdentifierType, MergeEvent, OneId
+from common.errors import ServiceError
+from identity.models import DoNotLink, IdentifierType, MergeEvent, OneId, SourceRecord
+from identity.services import oneid_split
 
-from .helpers import partition, push
+from .helpers import oneid_of, partition, push
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -89,3 +91,43 @@ def test_concurrent_manual_merges_conflict_or_succeed_never_fail(sources, pairs)
         if outcome == "merged":
             assert any({keys[a], keys[b]} <= group for group in groups), (pairs, results, groups)
     assert OneId.objects.filter(status="active").count() == len(partition())
+
+
+def test_split_waits_for_a_resolution_moving_one_of_its_records(sources):
+    """A resolution that moves a record out of a OneID writes only the record's assignment row (the
+    OneID is not retired, the record not re-pushed). A split of that OneID started meanwhile waits
+    for it, then no longer counts the record that left: nothing is split on a stale member list."""
+    push(("crm_a", "A1", {"email": "e@qq.com"}), ("wecom", "W1", {"email": "e@qq.com"}))
+    oneid, w1 = oneid_of("crm_a", "A1"), SourceRecord.objects.get(external_id="W1").id
+    moved, go, outcome = threading.Event(), threading.Event(), {}
+
+    def resolution():  # four more holders: e@qq.com goes over its shared limit (5) and stops linking
+        try:
+            with transaction.atomic():
+                push(*[("shop", f"S{i}", {"email": "e@qq.com"}) for i in range(4)])
+                moved.set()
+                go.wait(10)
+        finally:
+            connection.close()
+
+    def split():
+        try:
+            outcome["result"] = oneid_split(actor=None, oneid=oneid, records=[w1])
+        except ServiceError as exc:
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=resolution)
+    first.start()
+    assert moved.wait(10)
+    second = threading.Thread(target=split)
+    second.start()
+    second.join(0.5)
+    assert second.is_alive()  # waiting on the moved record's assignment row
+    go.set()
+    first.join()
+    second.join()
+    assert "result" not in outcome and "error" in outcome
+    assert DoNotLink.objects.count() == 0
+    assert len(partition()) == 6
