@@ -2,11 +2,17 @@
 
 import django_filters as filters
 
+from subjects.models import Subject
+
 from ..models import SourceRecord
 
 
 class SourceRecordFilter(filters.FilterSet):
-    oneid = filters.NumberFilter(field_name="assignment__oneid", help_text="OneID (subject id) the records belong to")
+    oneid = filters.ModelChoiceFilter(
+        field_name="assignment__oneid",
+        queryset=Subject.objects.all(),
+        help_text="OneID (subject id) the records belong to",
+    )
 
     class Meta:
         model = SourceRecord

@@ -189,3 +189,17 @@ def test_merge_bad_input_is_a_400(api, sources, body):
     push(("crm_a", "A1", {"email": "a@qq.com"}))
     assert api.post("/api/v1/oneids/merge/", body, format="json").status_code == 400
     assert MergeEvent.objects.count() == 0
+
+
+def test_records_filter_by_oneid_takes_only_an_existing_oneid(sources):
+    push(("crm_a", "A1", {"email": "a@qq.com"}), ("wecom", "W1", {"email": "a@qq.com"}), ("crm_b", "B1", {}))
+    client = client_with("view_sourcerecord")
+    found = client.get(RECORDS, {"oneid": oneid_of("crm_a", "A1")}).json()["results"]
+    assert sorted(r["id"] for r in found) == sorted(
+        SourceRecord.objects.filter(external_id__in=["A1", "W1"]).values_list("id", flat=True)
+    )
+    assert {r["oneid"] for r in found} == {oneid_of("crm_a", "A1")}
+    for bad in ("1.5", "abc", str(10**12)):
+        response = client.get(RECORDS, {"oneid": bad})
+        assert response.status_code == 400, bad
+        assert [d["field"] for d in response.json()["error"]["details"]] == ["oneid"], bad
