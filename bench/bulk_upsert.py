@@ -41,7 +41,7 @@ from django.utils import timezone
 from subjects.models import RelationshipType, SubjectType
 from subjects.services import relationship_bulk_upsert, subject_bulk_upsert
 
-from .harness import REPO_DIR, Bench, Stopwatch, bench_environ, database_url, table_write_counts
+from .harness import IDENTITY_UNCONSTRAINED, REPO_DIR, Bench, Stopwatch, bench_environ, database_url, table_write_counts
 
 API_CHUNK = 1000
 PRODUCT_TABLES = ["subjects_subject", "subjects_relationship"]
@@ -336,7 +336,10 @@ def ensure_types() -> Types:
 
 def truncate_product() -> None:
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE subjects_relationship, subjects_subject, audit_domainevent RESTART IDENTITY CASCADE")
+        cursor.execute(
+            f"TRUNCATE subjects_relationship, subjects_subject, audit_domainevent, {IDENTITY_UNCONSTRAINED}"
+            " RESTART IDENTITY CASCADE"
+        )
 
 
 @dataclass(frozen=True)

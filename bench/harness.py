@@ -26,6 +26,9 @@ import orjson
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/tagweave_bench"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_DIR = Path(__file__).resolve().parent.parent
+# OneID tables without database foreign keys: ``TRUNCATE subjects_subject … CASCADE`` empties the records
+# (their brand is a constraint) but not these, whose rows would then point at reused ids.
+IDENTITY_UNCONSTRAINED = "identity_recordassignment, identity_identifier, identity_oneid"
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import sys
 import time
 import uuid
 
-from .harness import REPO_DIR, Bench, Stopwatch, bench_environ, database_url, table_write_counts
+from .harness import IDENTITY_UNCONSTRAINED, REPO_DIR, Bench, Stopwatch, bench_environ, database_url, table_write_counts
 
 FULL_MEMBERS, FULL_CLINICS, FULL_REGIONS, FULL_EVENTS = 1_000_000, 5_000, 50, 5_000_000
 VISITS_PER_MEMBER = 3
@@ -97,7 +97,7 @@ def generate(types, sizes: dict, now: dt.datetime) -> None:
 
     member, clinic, region, visited, in_region = types
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE subjects_subject RESTART IDENTITY CASCADE")
+        cursor.execute(f"TRUNCATE subjects_subject, {IDENTITY_UNCONSTRAINED} RESTART IDENTITY CASCADE")
         cursor.execute("TRUNCATE tags_tagvalue, tags_tagvaluechange, tags_event, audit_domainevent")
         cursor.execute("SET session_replication_role = replica")
         try:

@@ -23,7 +23,7 @@ import random
 import statistics
 import time
 
-from .harness import Bench, Sample, Stopwatch, table_write_counts
+from .harness import IDENTITY_UNCONSTRAINED, Bench, Sample, Stopwatch, table_write_counts
 
 FULL_MEMBERS = 1_000_000
 FULL_EVENTS = 5_000_000
@@ -80,7 +80,7 @@ def generate(subject_type_id: int, members: int, events: int, now: dt.datetime) 
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE subjects_subject RESTART IDENTITY CASCADE")
+        cursor.execute(f"TRUNCATE subjects_subject, {IDENTITY_UNCONSTRAINED} RESTART IDENTITY CASCADE")
         cursor.execute("SET session_replication_role = replica")
         try:
             cursor.execute("SELECT setseed(0.42)")

@@ -158,8 +158,11 @@ def read_records() -> np.ndarray:
             -1, 2
         )
     current = np.zeros(len(ids), dtype=np.int64)
-    if len(assigned):
-        current[np.searchsorted(ids, assigned[:, 0])] = assigned[:, 1]
+    if len(assigned) and len(ids):
+        position = np.searchsorted(ids, assigned[:, 0])
+        found = position < len(ids)
+        found[found] = ids[position[found]] == assigned[found, 0]  # a row of no record (no constraint) counts for none
+        current[position[found]] = assigned[found, 1]
     return np.stack([ids, current], axis=1)
 
 

@@ -4,6 +4,7 @@
 million resolved records: tests run with ``--no-migrations``.)"""
 
 import pytest
+from django.db import connection
 
 from identity.models import OneId, RecordAssignment, SourceRecord
 from identity.resolution import batch
@@ -75,3 +76,19 @@ def test_incremental_resolution_writes_one_row_per_record_it_moves(sources):
     push(("shop", "S2", {"email": "wang@qq.com", "name": "李明", "phone": "13900002222"}))  # bridges: B1 moves
     assert len(partition()) == 1
     assert RecordAssignment.objects.count() == 4
+
+
+def test_an_assignment_row_of_no_record_is_ignored(sources):
+    """No database constraint ties an assignment to its record (a bulk TRUNCATE of records elsewhere
+    can leave rows behind): the batch reads such rows, below and above the records' ids, as nobody's."""
+    stray = push(("crm_a", "GONE", {})).results[0]  # resolved: has a row; its record is then dropped by SQL
+    push(*_people(), resolve=False)
+    ids = sorted(SourceRecord.objects.exclude(id=stray.id).values_list("id", flat=True))
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM identity_identifier WHERE record_id = %s", [stray.id])
+        cursor.execute("DELETE FROM identity_sourcerecord WHERE id = %s", [stray.id])
+    RecordAssignment.objects.create(record_id=ids[-1] + 10**6, oneid_id=stray.oneid)
+    records = batch.read_records()
+    assert records[:, 0].tolist() == ids and records[:, 1].tolist() == [0] * 5
+    resolve_all()
+    assert len(partition()) == 2
