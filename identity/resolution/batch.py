@@ -13,7 +13,8 @@
 4. Groups are matched to existing OneIDs (most records kept), new ones get a
    subject with its golden record through ``subject_bulk_upsert`` (set-based),
    and the assignments go back by ``COPY``: new ones straight into the narrow
-   ``identity_recordassignment``, changed ones through a staging table and one ``UPDATE``. Merge and split events record what changed.
+   ``identity_recordassignment``, changed ones through a staging table and one
+   ``UPDATE``. Merge and split events record what changed.
 
 The run holds a ``SHARE ROW EXCLUSIVE`` lock on the source records (concurrent
 ingest waits; readers do not). SQLite (tests) reads the same arrays through the ORM.
@@ -109,23 +110,30 @@ def _read_columns(table: str, id_column: str, expressions: list[str], where: str
     """Every row's ``expressions`` (NOT NULL bigints) as aligned int64 arrays, ordered by ``id_column``
     when there is one expression; ``array_agg`` over ranges of ``ARRAY_CHUNK`` ids.
 
-    The aggregates of one statement consume the same rows in the same order, so the arrays align."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT min({id_column}), max({id_column}) FROM {table}")
-        low, high = cursor.fetchone()
-    if low is None:
-        return [np.empty(0, np.int64) for _ in expressions]
+    The aggregates of one statement consume the same rows in the same order, so the arrays align.
+    After each range the next one starts at the next stored id (an index probe), so a gap in the
+    ids costs no empty reads."""
     order = f" ORDER BY {id_column}" if len(expressions) == 1 else ""
     aggregates = ", ".join(f"array_agg({e}{order})" for e in expressions)
-    parts: list[list[np.ndarray]] = [[] for _ in expressions]
-    for start in range(low, high + 1, ARRAY_CHUNK):
-        sql = (
-            f"SELECT {aggregates} FROM {table} WHERE {where}"
-            f" AND {id_column} >= {int(start)} AND {id_column} < {int(start) + ARRAY_CHUNK}"
-        )
+    parts: list[list[np.ndarray]] = [[np.empty(0, np.int64)] for _ in expressions]
+    start = _next_id(table, id_column, None)
+    while start is not None:
+        end = start + ARRAY_CHUNK
+        sql = f"SELECT {aggregates} FROM {table} WHERE {where} AND {id_column} >= {start} AND {id_column} < {end}"
         for part, column in zip(parts, _copy_arrays(sql), strict=True):
             part.append(column)
+        start = _next_id(table, id_column, end)
     return [np.concatenate(part) for part in parts]
+
+
+def _next_id(table: str, id_column: str, at_least: int | None) -> int | None:
+    with connection.cursor() as cursor:
+        if at_least is None:
+            cursor.execute(f"SELECT min({id_column}) FROM {table}")
+        else:
+            cursor.execute(f"SELECT min({id_column}) FROM {table} WHERE {id_column} >= %s", [at_least])
+        found = cursor.fetchone()[0]
+    return None if found is None else int(found)
 
 
 def read_links() -> np.ndarray:
