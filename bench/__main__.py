@@ -29,7 +29,9 @@ DESCRIPTIONS = {
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    # Benchmarks share some option names (--keep-data, --requests, --incremental-only) meaning the
+    # same thing in each; "resolve" lets a run of several take one value for all of them.
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, conflict_handler="resolve")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     p.add_argument("--only", action="append", choices=sorted(BENCHMARKS), help="run only these (repeatable)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="ci", help="ci: a tenth of full (default)")

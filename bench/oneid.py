@@ -12,7 +12,7 @@ Steps:
 
 - ``ingest``: ``source_record_bulk_upsert(resolve=False)`` — the service the API's
   bulk endpoint calls, with parsing, normalization and identifier extraction — in
-  ``--chunk`` item calls, from empty tables. Item generation is outside the stopwatch.
+  ``--ingest-chunk`` item calls, from empty tables. Item generation is outside the stopwatch.
 - ``ingest_concurrent``: the same load again (from empty tables) from ``--ingest-workers``
   processes at once, each calling the service with its own chunks, as API workers would:
   one process leaves a core idle while PostgreSQL writes a batch and vice versa.
@@ -395,7 +395,7 @@ def _reapply_step(bench: Bench, n: int) -> None:
 
 def add_arguments(parser) -> None:
     group = parser.add_argument_group("oneid")
-    group.add_argument("--chunk", type=int, default=10_000, help="records per service call at ingest")
+    group.add_argument("--ingest-chunk", type=int, default=10_000, help="records per service call at ingest")
     group.add_argument("--incremental", type=int, default=300, help="single-record calls for the latency step")
     group.add_argument(
         "--ingest-workers",
@@ -414,8 +414,8 @@ def add_arguments(parser) -> None:
 def run(bench: Bench, options) -> None:
     n = bench.profile.n(1_000_000, 1000)
     people = max(1, int(n * 0.6))
-    bench.params.update({"records": n, "people": people, "chunk": options.chunk})
-    print(f"  {n:,} records of ≈{people:,} people, chunk {options.chunk:,}", flush=True)
+    bench.params.update({"records": n, "people": people, "chunk": options.ingest_chunk})
+    print(f"  {n:,} records of ≈{people:,} people, chunk {options.ingest_chunk:,}", flush=True)
     setup()
     if options.incremental_only:
         _incremental_step(bench, n + 1_000_000 * int(time.time() % 1000), people, options.incremental)
@@ -423,7 +423,7 @@ def run(bench: Bench, options) -> None:
     for run_no in range(1, bench.runs + 1):
         print(f"  run {run_no}/{bench.runs}", flush=True)
         truncate()
-        seconds, identifiers = ingest(n, people, options.chunk)
+        seconds, identifiers = ingest(n, people, options.ingest_chunk)
         bench.add_sample(
             "ingest", Sample(seconds, n), "source_record_bulk_upsert(resolve=False): parse, normalize, write"
         )
@@ -431,7 +431,7 @@ def run(bench: Bench, options) -> None:
         if options.ingest_workers > 1:
             sequential = seconds
             truncate()
-            seconds, identifiers = ingest_concurrent(n, people, options.chunk, options.ingest_workers)
+            seconds, identifiers = ingest_concurrent(n, people, options.ingest_chunk, options.ingest_workers)
             bench.add_sample(
                 "ingest_concurrent",
                 Sample(seconds, n, extra={"workers": options.ingest_workers}),
